@@ -1,0 +1,24 @@
+# TRAM_WITH_CUDA: compile tram's CUDA kernels. Defaults on when the LibTorch
+# that was found is CUDA-enabled and a CUDA compiler is available.
+set(_tram_torch_has_cuda OFF)
+if(TARGET torch_cuda OR TORCH_CUDA_LIBRARIES)
+  set(_tram_torch_has_cuda ON)
+endif()
+include(CheckLanguage)
+check_language(CUDA)
+if(_tram_torch_has_cuda AND CMAKE_CUDA_COMPILER)
+  set(_tram_cuda_default ON)
+else()
+  set(_tram_cuda_default OFF)
+endif()
+option(TRAM_WITH_CUDA "Compile tram's CUDA kernels" ${_tram_cuda_default})
+if(TRAM_WITH_CUDA)
+  if(NOT _tram_torch_has_cuda)
+    message(FATAL_ERROR "TRAM_WITH_CUDA=ON but the LibTorch found at ${Torch_DIR} has no CUDA")
+  endif()
+  enable_language(CUDA)
+  # find_package(Torch) overrides CMAKE_CUDA_ARCHITECTURES; tram sets them per
+  # target instead (sm_80 A100, sm_90 H100/H200; nvcc 13 builds sm_75+).
+  set(TRAM_CUDA_ARCHITECTURES "80;90" CACHE STRING "CUDA architectures of tram's kernels")
+endif()
+message(STATUS "tram: TRAM_WITH_CUDA=${TRAM_WITH_CUDA}")

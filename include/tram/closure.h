@@ -1,0 +1,79 @@
+// The forward closure: the optimizer asks the user's code for one forward pass
+// at a time and runs the backward passes itself, so that every method — from
+// plain SGD to TRAM-Fisher with an R3F regularizer — is driven by one loop.
+#pragma once
+
+#include <tram/options.h>
+
+#include <torch/types.h>
+
+#include <functional>
+#include <optional>
+
+namespace tram {
+
+// What a forward pass is for. The closure can ignore it: the optimizer sets
+// grad mode and the module's train/eval mode itself, and Pass::perturb adds
+// noise exactly on the passes that need it.
+enum class PassKind {
+  kClean,      // pass 1 at w, with gradient
+  kTarget,     // a trust-region target under no-grad (θt-1, θ0, EMA, or noised inputs)
+  kNoisy,      // with gradient, on noised embeddings (R3F, TRAM-Fisher's pass 1)
+  kPerturbed,  // pass 2 at w + e, with gradient
+  kPerturbedNoisy,  // R3F's noised pass at w + e, with gradient
+};
+
+const char* to_string(PassKind kind);
+
+class Pass;
+
+// Draws the noise z added to `embeddings` on a noisy pass. The default draws
+// from LibTorch's global generator (normal or uniform, per NoiseOptions);
+// tram-trace and tests install a sampler that returns fixed noise.
+using NoiseSampler =
+    std::function<torch::Tensor(const torch::Tensor& embeddings, const NoiseOptions& options, const Pass& pass)>;
+
+class Pass {
+ public:
+  Pass(PassKind kind, std::optional<NoiseOptions> noise, const NoiseSampler* sampler)
+      : kind_(kind), noise_(std::move(noise)), sampler_(sampler) {}
+
+  PassKind kind() const { return kind_; }
+  bool requires_grad() const { return kind_ != PassKind::kTarget; }
+  bool noisy() const { return noise_.has_value(); }
+
+  // Returns `embeddings + z` on noisy passes and `embeddings` itself on every
+  // other pass. Call it on the token/patch embeddings, before position
+  // embeddings and normalisation (SPEC 3).
+  torch::Tensor perturb(const torch::Tensor& embeddings) const;
+
+ private:
+  PassKind kind_;
+  std::optional<NoiseOptions> noise_;
+  const NoiseSampler* sampler_;
+};
+
+// What the closure returns for one pass. `loss` is the task loss (a scalar;
+// may be undefined on target passes); `logits` are [rows, classes] or
+// [batch, seq, vocab]; `mask` (optional) marks the valid prediction rows,
+// shape logits.shape[:-1].
+struct PassOutput {
+  torch::Tensor loss;
+  torch::Tensor logits;
+  torch::Tensor mask;
+};
+
+using ForwardClosure = std::function<PassOutput(const Pass&)>;
+
+// What one step did; also kept as SharpnessAware::last_step().
+struct StepReport {
+  double loss = 0.0;              // task loss of pass 1
+  double regularizer = 0.0;       // R of pass 1 (0 without a regularizer)
+  double distance = 0.0;          // trust-region distance d (0 without one)
+  double ascent_norm = 0.0;       // ||T g|| (or sqrt(sum g^2/f) for Fisher)
+  std::vector<double> radius;     // ascent radius of each group
+  bool ascent_skipped = false;    // non-finite gradient norm: no ascent this step
+  int passes = 0;                 // forward passes run
+};
+
+}  // namespace tram

@@ -1,0 +1,97 @@
+// tram::ops — the fused operations the optimizers are built from.
+//
+// Every operation has an ATen reference implementation that is always built
+// and tested. A CUDA implementation is dispatched to when the inputs live on a
+// CUDA device and tram was built with TRAM_WITH_CUDA; it must match the
+// reference (tests/cuda). The optimizers call these functions only, never a
+// particular implementation.
+#pragma once
+
+#include <torch/types.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace tram::ops {
+
+// ---------------------------------------------------------------------------
+// Trust-region divergence between two predictive distributions (SPEC 3).
+// ---------------------------------------------------------------------------
+
+// Which KL between p_target = softmax(target_logits) and
+// p_current = softmax(current_logits), per prediction row.
+enum class Divergence {
+  kForward,    // KL(p_target || p_current) = sum_c p_t (log p_t - log p_c)
+  kReverse,    // KL(p_current || p_target)
+  kSymmetric,  // forward + reverse
+};
+
+// How per-row divergences become the result.
+enum class Reduction {
+  kNone,    // one value per row, shape = logits.shape[:-1]; masked rows are 0
+  kMean,    // sum over valid rows / number of valid rows (0 when none is valid)
+  kSum,     // sum over valid rows
+  kLegacy,  // the released TRAM code: sum over valid rows / numel(logits) / size(0)
+};
+
+// Divergence of two logit tensors of the same shape [..., classes]
+// (e.g. [rows, classes] or [batch, seq, vocab]), any floating dtype
+// (fp32/fp16/bf16/fp64). Accumulates in fp32 (fp64 for fp64 inputs) using
+// log-sum-exp: never log(softmax). `mask`, when defined, has shape
+// logits.shape[:-1] (bool, or any dtype where nonzero = valid) and excludes
+// rows such as padding. A row whose logits contain -inf entries is fine
+// (those classes have probability 0); a masked row may hold anything.
+// The result is fp32 (fp64 for fp64 inputs) and differentiable with respect
+// to both logit tensors (used by the TRPO/R3F/MESA regularizers).
+torch::Tensor trust_region_divergence(const torch::Tensor& target_logits,
+                                      const torch::Tensor& current_logits,
+                                      Divergence divergence = Divergence::kForward,
+                                      Reduction reduction = Reduction::kMean,
+                                      const torch::Tensor& mask = {});
+
+// ---------------------------------------------------------------------------
+// Multi-tensor ascent (SPEC 2). One call covers every managed parameter.
+// ---------------------------------------------------------------------------
+
+// The direction family of the perturbation e = coef * direction(w, g).
+enum class Scaling {
+  kIdentity,  // SAM:    squared norm sum g^2;               direction g
+  kAdaptive,  // ASAM:   squared norm sum (T g)^2, T=|w|+eta; direction T^2 g
+  kFisher,    // FSAM:   squared norm sum g^2 / f, f=1+eta g^2; direction g / f
+  kReleasedIdentity,  // released TRAM code: squared norm sum g^2;       direction 1
+  kReleasedAdaptive,  // released TRAM code: squared norm sum (T g)^2;   direction T^2
+};
+
+// Per-tensor parameters of the ascent. `eta[i]` is the adaptive offset (or
+// the Fisher damping eta_f) of tensor i; `coef[i]` the factor
+// radius / norm of tensor i's group (unused by squared_norm).
+struct AscentSpec {
+  Scaling scaling = Scaling::kIdentity;
+  std::vector<double> eta;
+  std::vector<double> coef;
+};
+
+// sum over all tensors of the squared scaled gradient (see Scaling), as a
+// 0-dim fp32 tensor (fp64 if any input is fp64) on the device of the inputs.
+// params and grads are parallel lists of tensors of equal shapes.
+torch::Tensor squared_norm(torch::TensorList params, torch::TensorList grads,
+                           const AscentSpec& spec);
+
+// backups[i] = params[i]; params[i] += coef[i] * direction(params[i], grads[i]).
+// One pass over memory; backups must have the shapes and dtypes of params.
+void ascend_with_backup(torch::TensorList params, torch::TensorList grads,
+                        torch::TensorList backups, const AscentSpec& spec);
+
+// params[i] = sources[i] + coef[i] * direction(sources[i], grads[i]).
+// Used when an exact copy of w already exists elsewhere (TRAM-θt-1's prev
+// buffer after the swap, TRAM-θ0's anchor).
+void ascend_from(torch::TensorList params, torch::TensorList sources,
+                 torch::TensorList grads, const AscentSpec& spec);
+
+// dst[i] = src[i], bit-exact (the restore after the second pass).
+void copy(torch::TensorList dst, torch::TensorList src);
+
+// Exchange the contents of a[i] and b[i] in place (TRAM-θt-1 memory trick).
+void swap(torch::TensorList a, torch::TensorList b);
+
+}  // namespace tram::ops

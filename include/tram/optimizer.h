@@ -1,0 +1,115 @@
+// The engine: one two-phase step shared by every method (SPEC 1).
+//
+//   pass 1 at w            -> g                      (closure)
+//   ascent                 -> w <- w + e(g, radius)  (exact copy of w kept)
+//   pass 2 at w + e        -> g'                     (closure)
+//   exact restore of w, then the base optimizer steps with g'.
+//
+// Methods differ only in the policies of MethodConfig: the ascent direction,
+// where the radius comes from, the trust-region target and the regularizer.
+#pragma once
+
+#include <tram/closure.h>
+#include <tram/options.h>
+
+#include <torch/nn/module.h>
+#include <torch/optim/optimizer.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <vector>
+
+namespace tram {
+
+class SharpnessAware : public torch::optim::Optimizer {
+ public:
+  // Wraps `base` (SGD, Adam, AdamW, or any torch::optim::Optimizer). The tram
+  // optimizer mirrors the base's parameter groups, one GroupOptions each
+  // (initialised from `defaults`; change them with group_options(i)). Add
+  // groups to the base, not to this wrapper: new base groups are picked up at
+  // the next step with the default options.
+  SharpnessAware(std::shared_ptr<torch::optim::Optimizer> base, MethodConfig method,
+                 GroupOptions defaults = GroupOptions());
+
+  // --- one call per step -----------------------------------------------------
+
+  // The LibTorch closure: it zeroes the gradients, runs forward and backward
+  // and returns the loss. Called twice (at w and at w + e), or once for a
+  // method without ascent. Methods that need logits (TRAM, the regularizers)
+  // require the ForwardClosure overload and say so. Returns the loss of pass 1.
+  torch::Tensor step(LossClosure closure) override;
+
+  // The forward closure: it returns the loss and logits of one pass and does
+  // not call backward. Every method works with it.
+  StepReport step(const ForwardClosure& closure);
+
+  // --- two calls per step, for loops that need control between the passes ---
+  //
+  //   loss(w).backward();  opt.first_step();      // w <- w + e
+  //   opt.zero_grad(); loss(w + e).backward();  opt.second_step();  // restore, base step
+  //
+  // A trust-region method needs the distance d of this step; everything that
+  // needs target passes (θt-1, θ0, EMA) is only available through step().
+  void first_step(std::optional<double> trust_region_distance = std::nullopt);
+  void second_step();
+  // Puts w back if it is perturbed (idempotent). second_step() and a throwing
+  // step() call it; a two-call loop that abandons a step should too.
+  void restore();
+  bool perturbed() const { return anchor_active_; }
+
+  // --- configuration and state ---------------------------------------------
+  GroupOptions& group_options(std::size_t group);
+  const MethodConfig& method() const { return method_; }
+  torch::optim::Optimizer& base() { return *base_; }
+  const torch::optim::Optimizer& base() const { return *base_; }
+
+  // Target passes then run in eval mode, and passes other than pass 1 leave
+  // the module's buffers (BatchNorm running statistics) as pass 1 left them.
+  void set_module(std::shared_ptr<torch::nn::Module> module) { module_ = std::move(module); }
+  void set_noise_sampler(NoiseSampler sampler);
+
+  int64_t step_count() const { return step_count_; }
+  int64_t skipped_ascents() const { return skipped_ascents_; }
+  const StepReport& last_step() const { return last_step_; }
+
+  void save(torch::serialize::OutputArchive& archive) const override;
+  void load(torch::serialize::InputArchive& archive) override;
+
+ private:
+  struct Managed;  // the parameters of one step, with their per-tensor options
+  Managed managed_parameters(bool with_grad_only) const;
+  void sync_groups();
+  void validate() const;
+  void init_parameter_sets();
+  std::vector<double> fixed_radii() const;
+  // Computes e from the current gradients and moves w to w + e, keeping the
+  // exact copy in the anchor (the existing one, or the backup buffer).
+  void ascend(const std::vector<double>& radii, StepReport& report);
+  void base_step();
+  std::vector<torch::Tensor>& parameter_set(Target target);
+
+  std::shared_ptr<torch::optim::Optimizer> base_;
+  MethodConfig method_;
+  std::shared_ptr<torch::nn::Module> module_;
+  NoiseSampler noise_sampler_;
+
+  // Parameter-sized buffers, one tensor per managed parameter in group order.
+  std::vector<torch::Tensor> backup_;      // restore copy when no other holds w
+  std::vector<torch::Tensor> previous_;    // θt-1 (TRAM-θt-1, TRPO)
+  std::vector<torch::Tensor> pretrained_;  // θ0 (TRAM-θ0)
+  std::vector<torch::Tensor> ema_;         // MESA teacher
+
+  // The exact copy of w while w is perturbed or holds another parameter set.
+  std::vector<torch::Tensor> anchor_params_;
+  std::vector<torch::Tensor> anchor_;
+  bool anchor_active_ = false;
+
+  int64_t step_count_ = 0;
+  int64_t skipped_ascents_ = 0;
+  StepReport last_step_;
+
+  friend class StepRun;
+};
+
+}  // namespace tram

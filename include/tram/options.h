@@ -1,0 +1,144 @@
+// Options of the sharpness-aware optimizers: what each method computes is in
+// SPEC.md; this file only names the choices and their defaults.
+#pragma once
+
+#include <tram/ops.h>
+
+#include <torch/arg.h>
+#include <torch/optim/optimizer.h>
+
+#include <cstddef>
+#include <optional>
+#include <string>
+
+namespace tram {
+
+// ---------------------------------------------------------------------------
+// Per parameter group.
+// ---------------------------------------------------------------------------
+
+// Per-group options of every tram optimizer. The learning rate is not stored
+// here: get_lr()/set_lr() read and write the learning rate of the matching
+// group of the base optimizer, so an LR scheduler attached to either the tram
+// optimizer or its base changes the one learning rate that is used.
+class GroupOptions : public torch::optim::OptimizerCloneableOptions<GroupOptions> {
+ public:
+  GroupOptions() = default;
+  // Fixed ascent radius: SAM's rho, ASAM's rho, FSAM's (and TRAM-Fisher's) gamma.
+  TORCH_ARG(double, rho) = 0.05;
+  // Adaptive scaling offset, T = |w| + eta (ASAM and the TRAM variants).
+  TORCH_ARG(double, eta) = 0.01;
+  // Fisher damping eta_f, f = 1 + eta_f * g^2 (FSAM, TRAM-Fisher).
+  TORCH_ARG(double, fisher_eta) = 0.1;
+
+ public:
+  double get_lr() const override;
+  void set_lr(double lr) override;
+  void serialize(torch::serialize::InputArchive& archive) override;
+  void serialize(torch::serialize::OutputArchive& archive) const override;
+
+  // Points get_lr/set_lr at group `index` of `base`. Done by the tram
+  // optimizer for each of its groups; unlinked options keep a local value.
+  void link_learning_rate(torch::optim::Optimizer* base, std::size_t index);
+
+ private:
+  torch::optim::Optimizer* lr_base_ = nullptr;
+  std::size_t lr_group_ = 0;
+  double local_lr_ = 0.0;
+};
+
+// ---------------------------------------------------------------------------
+// Per method (global over all groups).
+// ---------------------------------------------------------------------------
+
+// The ascent direction family (SPEC 2).
+enum class Ascent {
+  kNone,      // no ascent: the plain base optimizer, or a regularizer alone
+  kSAM,       // T = 1
+  kAdaptive,  // T = |w| + eta (ASAM, TRAM-θt-1/θ0/ε)
+  kFisher,    // f = 1 + eta_f g^2 (FSAM, TRAM-Fisher)
+};
+
+// Which ascent formula: the paper's, or the released TRAM code's, which never
+// multiplies by the gradient (kept only so a study can compare the two).
+enum class AscentFormula { kPaper, kReleased };
+
+// Where the ascent radius comes from.
+enum class RadiusSource {
+  kFixed,        // the group's rho (gamma)
+  kTrustRegion,  // r = clamp(scale * d, 0, max_radius), d from the target below
+};
+
+// What the trust-region distance d compares the current predictions with.
+enum class Target {
+  kNone,
+  kPrevious,    // TRAM-θt-1: the model at the previous step's parameters
+  kPretrained,  // TRAM-θ0: the model at the parameters it had at construction
+  kNoise,       // TRAM-ε (and TRAM-Fisher's trust-region radius): the current
+                // model on noised input embeddings
+};
+
+enum class NoiseDistribution { kNormal, kUniform };
+
+// Noise added to input embeddings by Pass::perturb on the passes that need it.
+struct NoiseOptions {
+  TORCH_ARG(NoiseDistribution, distribution) = NoiseDistribution::kNormal;
+  // Standard deviation (normal) or half-width (uniform).
+  TORCH_ARG(double, sigma) = 1e-2;
+};
+
+// TRAM's trust-region radius (SPEC 3).
+struct TrustRegionOptions {
+  TORCH_ARG(Target, target) = Target::kPrevious;
+  TORCH_ARG(ops::Divergence, divergence) = ops::Divergence::kForward;
+  TORCH_ARG(ops::Reduction, reduction) = ops::Reduction::kMean;
+  TORCH_ARG(double, scale) = 1.0;
+  // Upper bound of the radius; none by default. `max_radius = rho` enforces
+  // ASAM's generalisation bound.
+  TORCH_ARG(std::optional<double>, max_radius) = std::nullopt;
+  // Noise of the TRAM-ε target (and of TRAM-Fisher's noisy pass).
+  TORCH_ARG(NoiseOptions, noise) = NoiseOptions();
+};
+
+// Trust-region loss regularizers (SPEC 5): L = L_task + lambda * R.
+enum class Regularizer {
+  kNone,
+  kTRPO,  // R = KL(p_{θt-1} || p_θ)
+  kR3F,   // R = symmetric KL between clean and noised-embedding predictions
+  kMESA,  // R = tau^2 KL(p_ema^tau || p_θ^tau), EMA teacher
+};
+
+struct RegularizerOptions {
+  TORCH_ARG(Regularizer, kind) = Regularizer::kNone;
+  TORCH_ARG(double, lambda) = 0.1;
+  // R3F's noise: uniform U(-1e-5, 1e-5) as in fairseq.
+  TORCH_ARG(NoiseOptions, noise) =
+      NoiseOptions().distribution(NoiseDistribution::kUniform).sigma(1e-5);
+  TORCH_ARG(double, ema_decay) = 0.999;  // MESA
+  TORCH_ARG(double, temperature) = 1.0;  // MESA
+};
+
+// A method is a composition of the policies above. The named optimizers
+// (SAM, ASAM, FSAM, TRAM, TRAMFisher, ...) and the factory build these.
+struct MethodConfig {
+  // Name used in every message ("SAM", "TRAM-θt-1", "ASAM+TRPO", ...).
+  TORCH_ARG(std::string, name) = "SAM";
+  TORCH_ARG(Ascent, ascent) = Ascent::kSAM;
+  TORCH_ARG(AscentFormula, formula) = AscentFormula::kPaper;
+  TORCH_ARG(RadiusSource, radius) = RadiusSource::kFixed;
+  TORCH_ARG(TrustRegionOptions, trust_region) = TrustRegionOptions().target(Target::kNone);
+  // TRAM-Fisher: the first pass runs on noised embeddings (trust_region.noise)
+  // and its gradient g_z drives the Fisher ascent.
+  TORCH_ARG(bool, noisy_first_pass) = false;
+  TORCH_ARG(RegularizerOptions, regularizer) = RegularizerOptions();
+  // Guards every division by a norm.
+  TORCH_ARG(double, eps_norm) = 1e-12;
+
+ public:
+  // True when step() needs the model's logits (ForwardClosure).
+  bool needs_forward_closure() const;
+  // Throws a c10::Error naming the method and the bad value.
+  void validate() const;
+};
+
+}  // namespace tram

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Installs what building tram needs, idempotently and quietly when done:
+#   - Debian packages: a C++ toolchain, CMake, GoogleTest, nlohmann-json.
+#   - LibTorch: the torch 2.11.0 wheel from PyPI in a project-local venv (.venv),
+#     unless a python3 that already imports torch 2.x is present (the GPU
+#     machines have one, with CUDA, and no network): then that torch is used.
+# Writes build/torch-prefix.txt: the CMAKE_PREFIX_PATH entry for LibTorch.
+#
+# The CUDA runtime libraries torch links against (cudart, cuBLAS, cuDNN, NCCL,
+# ...) are taken from the system CUDA toolkit in /usr/local/cuda when present;
+# only the three that toolkit lacks come from PyPI. That spares ~3 GB of
+# nvidia-* wheels. Set TRAM_FULL_TORCH_DEPS=1 to install torch with all its
+# declared dependencies instead (a machine without the CUDA toolkit).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TORCH_VERSION=2.11.0
+VENV="$ROOT/.venv"
+STAMP="$VENV/.tram-setup-$TORCH_VERSION"
+BUILD="${TRAM_BUILD_DIR:-$ROOT/build}"
+mkdir -p "$BUILD"
+
+log() { echo "setup: $*" >&2; }
+
+# --- Debian packages ---------------------------------------------------------
+need_pkgs=()
+for pkg in g++ cmake make libgtest-dev nlohmann-json3-dev python3-venv; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$pkg")
+done
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  log "installing Debian packages: ${need_pkgs[*]}"
+  $SUDO apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+
+# --- LibTorch ----------------------------------------------------------------
+torch_prefix_of() { "$1" -c 'import torch, sys; assert torch.__version__.startswith("2."), torch.__version__; print(torch.utils.cmake_prefix_path)' 2>/dev/null; }
+
+prefix=""
+if [ -z "${TRAM_FORCE_VENV:-}" ] && [ ! -f "$STAMP" ] && prefix=$(torch_prefix_of python3); then
+  log "using the torch of $(command -v python3): $prefix" 
+elif [ -f "$STAMP" ] && prefix=$(torch_prefix_of "$VENV/bin/python"); then
+  :  # already set up: stay quiet
+else
+  log "installing torch $TORCH_VERSION into $VENV (one-time, about 1 GB download)"
+  python3 -m venv "$VENV"
+  pip=("$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-input)
+  if [ -n "${TRAM_FULL_TORCH_DEPS:-}" ] || [ ! -e /usr/local/cuda/lib64/libcudart.so.13 ]; then
+    "${pip[@]}" "torch==$TORCH_VERSION"
+  else
+    # torch's pure-python deps (so `import torch` works for the tools and the
+    # Python baselines), plus the CUDA libraries the system toolkit lacks.
+    "${pip[@]}" filelock "typing-extensions>=4.10" "sympy>=1.13.3" "networkx>=2.5.1" jinja2 "fsspec>=0.8.5" numpy
+    "${pip[@]}" --no-deps "torch==$TORCH_VERSION" "nvidia-cusparselt-cu13==0.8.0" \
+      "nvidia-nvshmem-cu13==3.4.5" "nvidia-cufile==1.15.1.6.*"
+  fi
+  prefix=$(torch_prefix_of "$VENV/bin/python") || { log "torch was installed but does not import"; exit 1; }
+  touch "$STAMP"
+fi
+echo "$prefix" > "$BUILD/torch-prefix.txt"
