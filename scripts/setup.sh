@@ -4,7 +4,8 @@
 #   - LibTorch: the torch 2.11.0 wheel from PyPI in a project-local venv (.venv),
 #     unless a python3 that already imports torch 2.x is present (the GPU
 #     machines have one, with CUDA, and no network): then that torch is used.
-# Writes build/torch-prefix.txt: the CMAKE_PREFIX_PATH entry for LibTorch.
+# Writes build/torch-prefix.txt (the CMAKE_PREFIX_PATH entry for LibTorch) and
+# build/python.txt (the Python interpreter that has that torch).
 #
 # The CUDA runtime libraries torch links against (cudart, cuBLAS, cuDNN, NCCL,
 # ...) are taken from the system CUDA toolkit in /usr/local/cuda when present;
@@ -31,17 +32,20 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
   log "installing Debian packages: ${need_pkgs[*]}"
   $SUDO apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_pkgs[@]}" >/dev/null 2>&1 \
+    || { log "apt-get install ${need_pkgs[*]} failed"; exit 1; }
 fi
 
 # --- LibTorch ----------------------------------------------------------------
 torch_prefix_of() { "$1" -c 'import torch, sys; assert torch.__version__.startswith("2."), torch.__version__; print(torch.utils.cmake_prefix_path)' 2>/dev/null; }
 
 prefix=""
+python=""
 if [ -z "${TRAM_FORCE_VENV:-}" ] && [ ! -f "$STAMP" ] && prefix=$(torch_prefix_of python3); then
-  log "using the torch of $(command -v python3): $prefix" 
+  python=$(command -v python3)
+  log "using the torch of $python: $prefix"
 elif [ -f "$STAMP" ] && prefix=$(torch_prefix_of "$VENV/bin/python"); then
-  :  # already set up: stay quiet
+  python="$VENV/bin/python"  # already set up: stay quiet
 else
   log "installing torch $TORCH_VERSION into $VENV (one-time, about 1 GB download)"
   python3 -m venv "$VENV"
@@ -56,6 +60,10 @@ else
       "nvidia-nvshmem-cu13==3.4.5" "nvidia-cufile==1.15.1.6.*"
   fi
   prefix=$(torch_prefix_of "$VENV/bin/python") || { log "torch was installed but does not import"; exit 1; }
+  python="$VENV/bin/python"
   touch "$STAMP"
 fi
 echo "$prefix" > "$BUILD/torch-prefix.txt"
+# The interpreter whose torch tram builds against: the Python reference
+# implementations in tests/ run with it.
+echo "$python" > "$BUILD/python.txt"
