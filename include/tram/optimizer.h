@@ -87,7 +87,9 @@ class SharpnessAware : public torch::optim::Optimizer {
   // exact copy in the anchor (the existing one, or the backup buffer).
   void ascend(const std::vector<double>& radii, StepReport& report);
   void base_step();
-  std::vector<torch::Tensor>& parameter_set(Target target);
+  torch::Tensor backup_for(std::size_t index, const torch::Tensor& param);
+  void set_anchor(const std::vector<torch::Tensor>& params, const std::vector<torch::Tensor>& set);
+  double trust_region_radius(double distance) const;
 
   std::shared_ptr<torch::optim::Optimizer> base_;
   MethodConfig method_;
@@ -104,12 +106,12 @@ class SharpnessAware : public torch::optim::Optimizer {
   std::vector<torch::Tensor> anchor_params_;
   std::vector<torch::Tensor> anchor_;
   bool anchor_active_ = false;
+  // w holds θt-1 and previous_ holds θt (during the TRAM-θt-1/TRPO target pass).
+  bool swapped_with_previous_ = false;
 
   int64_t step_count_ = 0;
   int64_t skipped_ascents_ = 0;
   StepReport last_step_;
-
-  friend class StepRun;
 };
 
 }  // namespace tram

@@ -1,0 +1,98 @@
+// The named optimizers. Each is the engine (SharpnessAware) with a policy
+// composition; none has a loop of its own. Defaults follow SPEC.md section 2.
+//
+//   auto base = std::make_shared<torch::optim::SGD>(model->parameters(), torch::optim::SGDOptions(0.1));
+//   tram::SAM optimizer(base, tram::SAMOptions().rho(0.05));
+#pragma once
+
+#include <tram/optimizer.h>
+
+namespace tram {
+
+// SAM (Foret et al. 2021): e = rho * g / (||g|| + eps_norm).
+struct SAMOptions {
+  TORCH_ARG(double, rho) = 0.05;
+  TORCH_ARG(double, eps_norm) = 1e-12;
+};
+
+// ASAM (Kwon et al. 2021): e = rho * T^2 g / (||T g|| + eps_norm), T = |w| + eta.
+struct ASAMOptions {
+  TORCH_ARG(double, rho) = 0.5;
+  TORCH_ARG(double, eta) = 0.01;
+  TORCH_ARG(double, eps_norm) = 1e-12;
+};
+
+// FSAM (Kim et al. 2022): f = 1 + eta_f g^2, e = gamma (g / f) / sqrt(sum g^2/f + eps_norm).
+struct FSAMOptions {
+  TORCH_ARG(double, gamma) = 0.1;
+  TORCH_ARG(double, fisher_eta) = 0.1;
+  TORCH_ARG(double, eps_norm) = 1e-12;
+};
+
+// TRAM (Sherborne et al. 2024): ASAM's ascent with the trust-region radius
+// r = clamp(scale * d, 0, max_radius); d = D(p_target || p_current) on the
+// batch. target: kPrevious (TRAM-θt-1), kPretrained (TRAM-θ0), kNoise (TRAM-ε).
+struct TRAMOptions {
+  TORCH_ARG(Target, target) = Target::kPrevious;
+  TORCH_ARG(double, eta) = 0.01;
+  TORCH_ARG(ops::Divergence, divergence) = ops::Divergence::kForward;
+  TORCH_ARG(ops::Reduction, reduction) = ops::Reduction::kMean;
+  TORCH_ARG(double, scale) = 1.0;
+  TORCH_ARG(std::optional<double>, max_radius) = std::nullopt;
+  TORCH_ARG(NoiseOptions, noise) = NoiseOptions();  // TRAM-ε's target noise
+  TORCH_ARG(AscentFormula, formula) = AscentFormula::kPaper;
+  TORCH_ARG(double, eps_norm) = 1e-12;
+};
+
+// TRAM-Fisher (paper Algorithm 2): FSAM's ascent from the gradient g_z of a
+// first pass on noised embeddings. Radius gamma, or the trust-region radius
+// from d = D(p_noised || p_clean) with radius(RadiusSource::kTrustRegion).
+struct TRAMFisherOptions {
+  TORCH_ARG(double, gamma) = 0.1;
+  TORCH_ARG(double, fisher_eta) = 0.1;
+  TORCH_ARG(RadiusSource, radius) = RadiusSource::kFixed;
+  TORCH_ARG(ops::Divergence, divergence) = ops::Divergence::kForward;
+  TORCH_ARG(ops::Reduction, reduction) = ops::Reduction::kMean;
+  TORCH_ARG(double, scale) = 1.0;
+  TORCH_ARG(std::optional<double>, max_radius) = std::nullopt;
+  TORCH_ARG(NoiseOptions, noise) = NoiseOptions();
+  TORCH_ARG(double, eps_norm) = 1e-12;
+};
+
+// The policy compositions, shared by the classes below and the factory.
+std::pair<MethodConfig, GroupOptions> compose(const SAMOptions& options);
+std::pair<MethodConfig, GroupOptions> compose(const ASAMOptions& options);
+std::pair<MethodConfig, GroupOptions> compose(const FSAMOptions& options);
+std::pair<MethodConfig, GroupOptions> compose(const TRAMOptions& options);
+std::pair<MethodConfig, GroupOptions> compose(const TRAMFisherOptions& options);
+// A regularizer alone (no ascent): TRPO, R3F or MESA on the base optimizer.
+std::pair<MethodConfig, GroupOptions> compose(const RegularizerOptions& options);
+// Adds a regularizer to a sharpness-aware composition ("ASAM+TRPO"), applied
+// to the loss of both passes (paper C.3).
+std::pair<MethodConfig, GroupOptions> with_regularizer(std::pair<MethodConfig, GroupOptions> method,
+                                                       const RegularizerOptions& regularizer);
+// The display name of a regularizer ("TRPO", "R3F", "MESA").
+const char* to_string(Regularizer kind);
+
+namespace detail {
+template <class Options>
+class Named : public SharpnessAware {
+ public:
+  explicit Named(std::shared_ptr<torch::optim::Optimizer> base, const Options& options = Options())
+      : Named(std::move(base), compose(options)) {}
+
+ private:
+  Named(std::shared_ptr<torch::optim::Optimizer> base, std::pair<MethodConfig, GroupOptions> composed)
+      : SharpnessAware(std::move(base), std::move(composed.first), std::move(composed.second)) {}
+};
+}  // namespace detail
+
+using SAM = detail::Named<SAMOptions>;
+using ASAM = detail::Named<ASAMOptions>;
+using FSAM = detail::Named<FSAMOptions>;
+using TRAM = detail::Named<TRAMOptions>;
+using TRAMFisher = detail::Named<TRAMFisherOptions>;
+// TRPO, R3F or MESA (RegularizerOptions::kind) on the base optimizer.
+using TrustRegionRegularized = detail::Named<RegularizerOptions>;
+
+}  // namespace tram

@@ -1,0 +1,10 @@
+// tram: sharpness-aware and trust-region-aware optimizers for LibTorch.
+// The one include users need.
+#pragma once
+
+#include <tram/closure.h>
+#include <tram/factory.h>
+#include <tram/methods.h>
+#include <tram/ops.h>
+#include <tram/optimizer.h>
+#include <tram/options.h>

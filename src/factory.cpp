@@ -1,0 +1,283 @@
+// Methods by name. Each option is read through OptionReader, which records the
+// keys it was asked for: the list of valid keys in an error message is
+// therefore always the list the code actually reads.
+#include <tram/factory.h>
+
+#include <tram/methods.h>
+
+#include <torch/optim/adam.h>
+#include <torch/optim/adamw.h>
+#include <torch/optim/sgd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <set>
+#include <sstream>
+
+namespace tram {
+
+namespace {
+
+const std::vector<std::string> kBases = {"sgd", "adam", "adamw"};
+const std::vector<std::string> kAscents = {"sam", "asam", "fsam", "tram-prev", "tram-pre", "tram-noise", "tram-fisher"};
+const std::vector<std::string> kRegularizers = {"trpo", "r3f", "mesa"};
+
+bool contains(const std::vector<std::string>& list, const std::string& item) {
+  return std::find(list.begin(), list.end(), item) != list.end();
+}
+
+std::string join(const std::vector<std::string>& items) {
+  std::string out;
+  for (const auto& item : items) out += (out.empty() ? "" : ", ") + item;
+  return out;
+}
+
+class OptionReader {
+ public:
+  OptionReader(const OptionMap& options, std::string method) : options_(options), method_(std::move(method)) {}
+
+  double number(const std::string& key, double fallback) {
+    asked_.insert(key);
+    auto it = options_.find(key);
+    if (it == options_.end()) return fallback;
+    const auto* value = std::get_if<double>(&it->second);
+    TORCH_CHECK(value != nullptr, method_, ": option '", key, "' must be a number, got '",
+                std::get<std::string>(it->second), "'");
+    return *value;
+  }
+
+  std::optional<double> optional_number(const std::string& key) {
+    asked_.insert(key);
+    if (options_.find(key) == options_.end()) return std::nullopt;
+    return number(key, 0.0);
+  }
+
+  bool flag(const std::string& key, bool fallback) {
+    asked_.insert(key);
+    auto it = options_.find(key);
+    if (it == options_.end()) return fallback;
+    if (const auto* value = std::get_if<double>(&it->second)) return *value != 0.0;
+    const auto& text = std::get<std::string>(it->second);
+    TORCH_CHECK(text == "true" || text == "false", method_, ": option '", key, "' must be true/false or 1/0, got '",
+                text, "'");
+    return text == "true";
+  }
+
+  // One of `choices`, returned as its index.
+  size_t choice(const std::string& key, const std::vector<std::string>& choices, size_t fallback) {
+    asked_.insert(key);
+    auto it = options_.find(key);
+    if (it == options_.end()) return fallback;
+    const auto* text = std::get_if<std::string>(&it->second);
+    TORCH_CHECK(text != nullptr && contains(choices, *text), method_, ": option '", key, "' must be one of ",
+                join(choices), "; got '",
+                text ? *text : std::to_string(std::get<double>(it->second)), "'");
+    return static_cast<size_t>(std::find(choices.begin(), choices.end(), *text) - choices.begin());
+  }
+
+  // Every key given must have been read by the method or its base.
+  void finish() const {
+    for (const auto& [key, value] : options_) {
+      TORCH_CHECK(asked_.count(key) != 0, method_, ": unknown option '", key, "'; valid options: ",
+                  join(keys()));
+    }
+  }
+
+  std::vector<std::string> keys() const { return {asked_.begin(), asked_.end()}; }
+
+ private:
+  const OptionMap& options_;
+  std::string method_;
+  std::set<std::string> asked_;
+};
+
+NoiseOptions read_noise(OptionReader& in, const std::string& prefix, NoiseOptions noise) {
+  const size_t kind = in.choice(prefix + "noise", {"normal", "uniform"},
+                                noise.distribution() == NoiseDistribution::kNormal ? 0 : 1);
+  return noise.distribution(kind == 0 ? NoiseDistribution::kNormal : NoiseDistribution::kUniform)
+      .sigma(in.number(prefix + "sigma", noise.sigma()));
+}
+
+ops::Divergence read_divergence(OptionReader& in, ops::Divergence fallback) {
+  return static_cast<ops::Divergence>(
+      in.choice("divergence", {"forward", "reverse", "symmetric"}, static_cast<size_t>(fallback)));
+}
+
+ops::Reduction read_reduction(OptionReader& in, ops::Reduction fallback) {
+  const std::vector<std::string> names = {"none", "mean", "sum", "legacy"};
+  const auto reduction = static_cast<ops::Reduction>(in.choice("reduction", names, static_cast<size_t>(fallback)));
+  TORCH_CHECK(reduction != ops::Reduction::kNone, "tram: reduction=none gives one distance per row; the trust-region "
+              "radius needs mean, sum or legacy");
+  return reduction;
+}
+
+RegularizerOptions read_regularizer(OptionReader& in, const std::string& name) {
+  RegularizerOptions o;
+  o.kind(name == "trpo" ? Regularizer::kTRPO : name == "r3f" ? Regularizer::kR3F : Regularizer::kMESA);
+  o.lambda(in.number("lambda", o.lambda()));
+  if (o.kind() == Regularizer::kR3F) o.noise(read_noise(in, "reg_", o.noise()));
+  if (o.kind() == Regularizer::kMESA) {
+    o.ema_decay(in.number("ema_decay", o.ema_decay()));
+    o.temperature(in.number("temperature", o.temperature()));
+  }
+  return o;
+}
+
+std::pair<MethodConfig, GroupOptions> read_ascent(OptionReader& in, const std::string& name) {
+  if (name == "sam") {
+    SAMOptions o;
+    return compose(o.rho(in.number("rho", o.rho())).eps_norm(in.number("eps_norm", o.eps_norm())));
+  }
+  if (name == "asam") {
+    ASAMOptions o;
+    return compose(o.rho(in.number("rho", o.rho())).eta(in.number("eta", o.eta()))
+                       .eps_norm(in.number("eps_norm", o.eps_norm())));
+  }
+  if (name == "fsam") {
+    FSAMOptions o;
+    return compose(o.gamma(in.number("gamma", o.gamma())).fisher_eta(in.number("fisher_eta", o.fisher_eta()))
+                       .eps_norm(in.number("eps_norm", o.eps_norm())));
+  }
+  if (name == "tram-fisher") {
+    TRAMFisherOptions o;
+    o.gamma(in.number("gamma", o.gamma())).fisher_eta(in.number("fisher_eta", o.fisher_eta()));
+    o.radius(in.choice("radius", {"fixed", "trust_region"}, 0) == 0 ? RadiusSource::kFixed
+                                                                    : RadiusSource::kTrustRegion);
+    o.divergence(read_divergence(in, o.divergence())).reduction(read_reduction(in, o.reduction()));
+    o.scale(in.number("scale", o.scale())).max_radius(in.optional_number("max_radius"));
+    o.noise(read_noise(in, "", o.noise())).eps_norm(in.number("eps_norm", o.eps_norm()));
+    return compose(o);
+  }
+  TRAMOptions o;
+  o.target(name == "tram-prev" ? Target::kPrevious : name == "tram-pre" ? Target::kPretrained : Target::kNoise);
+  o.eta(in.number("eta", o.eta()));
+  o.divergence(read_divergence(in, o.divergence())).reduction(read_reduction(in, o.reduction()));
+  o.scale(in.number("scale", o.scale())).max_radius(in.optional_number("max_radius"));
+  o.formula(in.choice("ascent", {"paper", "released"}, 0) == 0 ? AscentFormula::kPaper : AscentFormula::kReleased);
+  if (o.target() == Target::kNoise) o.noise(read_noise(in, "", o.noise()));
+  o.eps_norm(in.number("eps_norm", o.eps_norm()));
+  return compose(o);
+}
+
+std::string upper(std::string text) {
+  for (auto& c : text) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return text;
+}
+
+std::pair<MethodConfig, GroupOptions> read_method(OptionReader& in, const std::string& method) {
+  const auto plus = method.find('+');
+  const std::string head = method.substr(0, plus);
+  const std::string tail = plus == std::string::npos ? "" : method.substr(plus + 1);
+  const bool valid = (contains(kBases, head) && tail.empty()) || (contains(kRegularizers, head) && tail.empty()) ||
+                     (contains(kAscents, head) && (tail.empty() || contains(kRegularizers, tail)));
+  TORCH_CHECK(valid, "tram::make_optimizer: unknown method '", method, "'; valid: ", join(method_names()),
+              ", or <ascent>+<regularizer> with ascent in {", join(kAscents), "} and regularizer in {",
+              join(kRegularizers), "}");
+  if (contains(kBases, head)) {
+    return {MethodConfig().name(upper(head)).ascent(Ascent::kNone), GroupOptions()};
+  }
+  if (contains(kRegularizers, head)) return compose(read_regularizer(in, head));
+  auto composed = read_ascent(in, head);
+  if (!tail.empty()) composed = with_regularizer(std::move(composed), read_regularizer(in, tail));
+  return composed;
+}
+
+std::shared_ptr<torch::optim::Optimizer> read_base(OptionReader& in, const std::string& name,
+                                                   std::vector<torch::optim::OptimizerParamGroup> groups) {
+  TORCH_CHECK(contains(kBases, name), "tram::make_base: unknown base optimizer '", name, "'; valid: ", join(kBases));
+  if (name == "sgd") {
+    auto o = torch::optim::SGDOptions(in.number("lr", 0.01));
+    o.momentum(in.number("momentum", o.momentum())).dampening(in.number("dampening", o.dampening()));
+    o.weight_decay(in.number("weight_decay", o.weight_decay())).nesterov(in.flag("nesterov", o.nesterov()));
+    return std::make_shared<torch::optim::SGD>(std::move(groups), o);
+  }
+  auto read_adam = [&](auto o) {
+    o.lr(in.number("lr", o.lr()));
+    o.betas({in.number("beta1", std::get<0>(o.betas())), in.number("beta2", std::get<1>(o.betas()))});
+    o.eps(in.number("eps", o.eps())).weight_decay(in.number("weight_decay", o.weight_decay()));
+    return o.amsgrad(in.flag("amsgrad", o.amsgrad()));
+  };
+  if (name == "adam") return std::make_shared<torch::optim::Adam>(std::move(groups), read_adam(torch::optim::AdamOptions()));
+  return std::make_shared<torch::optim::AdamW>(std::move(groups), read_adam(torch::optim::AdamWOptions()));
+}
+
+std::string base_of(OptionReader& in, const std::string& method) {
+  const std::string head = method.substr(0, method.find('+'));
+  if (contains(kBases, head)) return head;
+  return kBases[in.choice("base", kBases, 0)];
+}
+
+}  // namespace
+
+OptionMap parse_options(const std::string& text) {
+  OptionMap options;
+  std::string normalized = text;
+  std::replace(normalized.begin(), normalized.end(), ',', ' ');
+  std::istringstream pairs(normalized);
+  std::string pair;
+  while (pairs >> pair) {
+    const auto eq = pair.find('=');
+    TORCH_CHECK(eq != std::string::npos && eq > 0, "tram::parse_options: '", pair, "' is not key=value");
+    const std::string key = pair.substr(0, eq), value = pair.substr(eq + 1);
+    char* end = nullptr;
+    const double number = std::strtod(value.c_str(), &end);
+    if (!value.empty() && end == value.c_str() + value.size()) {
+      options[key] = number;
+    } else {
+      options[key] = value;
+    }
+  }
+  return options;
+}
+
+const std::vector<std::string>& method_names() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> all = kBases;
+    all.insert(all.end(), kAscents.begin(), kAscents.end());
+    all.insert(all.end(), kRegularizers.begin(), kRegularizers.end());
+    return all;
+  }();
+  return names;
+}
+
+std::vector<std::string> option_keys(const std::string& method) {
+  OptionMap none;
+  OptionReader in(none, method);
+  const std::string base = base_of(in, method);
+  read_method(in, method);
+  // The base's keys, read against a throwaway base over no parameters.
+  read_base(in, base, {});
+  return in.keys();
+}
+
+std::shared_ptr<torch::optim::Optimizer> make_base(const std::string& name,
+                                                   std::vector<torch::optim::OptimizerParamGroup> groups,
+                                                   const OptionMap& options) {
+  OptionReader in(options, name);
+  auto base = read_base(in, name, std::move(groups));
+  in.finish();
+  return base;
+}
+
+std::pair<MethodConfig, GroupOptions> method_config(const std::string& method, const OptionMap& options) {
+  OptionReader in(options, method);
+  return read_method(in, method);
+}
+
+std::unique_ptr<SharpnessAware> make_optimizer(const std::string& method,
+                                               std::vector<torch::optim::OptimizerParamGroup> groups,
+                                               const OptionMap& options) {
+  OptionReader in(options, method);
+  const std::string base_name = base_of(in, method);
+  auto [config, group] = read_method(in, method);
+  auto base = read_base(in, base_name, std::move(groups));
+  in.finish();
+  return std::make_unique<SharpnessAware>(std::move(base), std::move(config), std::move(group));
+}
+
+std::unique_ptr<SharpnessAware> make_optimizer(const std::string& method, std::vector<torch::Tensor> params,
+                                               const OptionMap& options) {
+  return make_optimizer(method, std::vector<torch::optim::OptimizerParamGroup>{std::move(params)}, options);
+}
+
+}  // namespace tram

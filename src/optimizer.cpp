@@ -1,0 +1,742 @@
+// The engine: the two-phase step of SPEC 1, written once for every method.
+#include <tram/optimizer.h>
+
+#include <tram/ops.h>
+
+#include <torch/autograd.h>
+#include <torch/nn/module.h>
+#include <torch/serialize/archive.h>
+
+#include <c10/util/ScopeExit.h>
+
+#include <cmath>
+#include <string>
+#include <utility>
+
+namespace tram {
+
+namespace {
+
+using torch::Tensor;
+
+// Default noise: z ~ N(0, sigma^2) or U(-sigma, sigma), i.i.d. per element,
+// from LibTorch's global generator (so torch::manual_seed reproduces it).
+Tensor draw_noise(const Tensor& embeddings, const NoiseOptions& options, const Pass&) {
+  torch::NoGradGuard no_grad;
+  if (options.distribution() == NoiseDistribution::kNormal) {
+    return torch::randn_like(embeddings) * options.sigma();
+  }
+  return (torch::rand_like(embeddings) * 2 - 1) * options.sigma();
+}
+
+// Which multi-tensor ascent a method uses.
+ops::Scaling scaling_of(const MethodConfig& method) {
+  const bool released = method.formula() == AscentFormula::kReleased;
+  switch (method.ascent()) {
+    case Ascent::kSAM:
+      return released ? ops::Scaling::kReleasedIdentity : ops::Scaling::kIdentity;
+    case Ascent::kAdaptive:
+      return released ? ops::Scaling::kReleasedAdaptive : ops::Scaling::kAdaptive;
+    case Ascent::kFisher:
+      return ops::Scaling::kFisher;
+    case Ascent::kNone:
+      break;
+  }
+  TORCH_CHECK(false, method.name(), ": internal error: no ascent scaling for a method without ascent");
+}
+
+// The trust-region target passes run in eval mode (no dropout). Module::train
+// is recursive, so each module's own flag is recorded and put back in
+// pre-order: a parent's call is then overridden by its children's.
+class EvalModeScope {
+ public:
+  explicit EvalModeScope(torch::nn::Module* module) : module_(module) {
+    if (module_ == nullptr) return;
+    for (const auto& m : module_->modules(/*include_self=*/true)) {
+      modes_.emplace_back(m, m->is_training());
+    }
+    module_->eval();
+  }
+  ~EvalModeScope() {
+    for (auto& [m, training] : modes_) m->train(training);
+  }
+  EvalModeScope(const EvalModeScope&) = delete;
+  EvalModeScope& operator=(const EvalModeScope&) = delete;
+
+ private:
+  torch::nn::Module* module_;
+  std::vector<std::pair<std::shared_ptr<torch::nn::Module>, bool>> modes_;
+};
+
+// Passes after the first must not update running statistics (BatchNorm):
+// the buffers are saved after pass 1 and put back when the step ends.
+class BufferSnapshot {
+ public:
+  void take(torch::nn::Module* module) {
+    if (module == nullptr) return;
+    torch::NoGradGuard no_grad;
+    buffers_ = module->buffers(/*recurse=*/true);
+    for (const auto& b : buffers_) copies_.push_back(b.defined() ? b.clone() : Tensor());
+  }
+  void put_back() {
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < buffers_.size(); ++i) {
+      if (copies_[i].defined()) buffers_[i].copy_(copies_[i]);
+    }
+    buffers_.clear();
+    copies_.clear();
+  }
+
+ private:
+  std::vector<Tensor> buffers_, copies_;
+};
+
+std::vector<Tensor> clone_all(const std::vector<Tensor>& tensors) {
+  torch::NoGradGuard no_grad;
+  std::vector<Tensor> out;
+  out.reserve(tensors.size());
+  for (const auto& t : tensors) out.push_back(t.detach().clone());
+  return out;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// GroupOptions
+// ---------------------------------------------------------------------------
+
+double GroupOptions::get_lr() const {
+  return lr_base_ != nullptr ? lr_base_->param_groups().at(lr_group_).options().get_lr() : local_lr_;
+}
+
+void GroupOptions::set_lr(double lr) {
+  if (lr_base_ != nullptr) {
+    lr_base_->param_groups().at(lr_group_).options().set_lr(lr);
+  } else {
+    local_lr_ = lr;
+  }
+}
+
+void GroupOptions::link_learning_rate(torch::optim::Optimizer* base, std::size_t index) {
+  lr_base_ = base;
+  lr_group_ = index;
+}
+
+void GroupOptions::serialize(torch::serialize::OutputArchive& archive) const {
+  archive.write("rho", c10::IValue(rho_));
+  archive.write("eta", c10::IValue(eta_));
+  archive.write("fisher_eta", c10::IValue(fisher_eta_));
+}
+
+void GroupOptions::serialize(torch::serialize::InputArchive& archive) {
+  c10::IValue value;
+  archive.read("rho", value);
+  rho_ = value.toDouble();
+  archive.read("eta", value);
+  eta_ = value.toDouble();
+  archive.read("fisher_eta", value);
+  fisher_eta_ = value.toDouble();
+}
+
+// ---------------------------------------------------------------------------
+// Pass
+// ---------------------------------------------------------------------------
+
+const char* to_string(PassKind kind) {
+  switch (kind) {
+    case PassKind::kClean: return "clean";
+    case PassKind::kTarget: return "target";
+    case PassKind::kNoisy: return "noisy";
+    case PassKind::kPerturbed: return "perturbed";
+    case PassKind::kPerturbedNoisy: return "perturbed-noisy";
+  }
+  return "?";
+}
+
+Tensor Pass::perturb(const Tensor& embeddings) const {
+  if (!noise_) return embeddings;
+  Tensor noise = (*sampler_)(embeddings, *noise_, *this);
+  TORCH_CHECK(noise.sizes() == embeddings.sizes(), "tram: the noise sampler returned shape ", noise.sizes(),
+              " for embeddings of shape ", embeddings.sizes(), "; it must return noise of the embeddings' shape");
+  return embeddings + noise.to(embeddings.options());
+}
+
+// ---------------------------------------------------------------------------
+// MethodConfig
+// ---------------------------------------------------------------------------
+
+bool MethodConfig::needs_forward_closure() const {
+  return radius_ == RadiusSource::kTrustRegion || regularizer_.kind() != Regularizer::kNone || noisy_first_pass_;
+}
+
+void MethodConfig::validate() const {
+  const auto& n = name_;
+  TORCH_CHECK(eps_norm_ > 0 && std::isfinite(eps_norm_), n, ": invalid eps_norm: ", eps_norm_,
+              " (must be a positive number, default 1e-12)");
+  TORCH_CHECK(!(formula_ == AscentFormula::kReleased && ascent_ == Ascent::kFisher), n,
+              ": ascent=released exists only for the SAM/ASAM-style ascent of the released TRAM code; "
+              "use ascent=paper with a Fisher ascent");
+  if (radius_ == RadiusSource::kTrustRegion) {
+    const auto& tr = trust_region_;
+    TORCH_CHECK(ascent_ != Ascent::kNone, n, ": a trust-region radius needs an ascent");
+    TORCH_CHECK(tr.target() != Target::kNone, n, ": a trust-region radius needs a target (previous, pretrained, noise)");
+    TORCH_CHECK(tr.scale() >= 0 && std::isfinite(tr.scale()), n, ": invalid scale: ", tr.scale(),
+                " (must be >= 0; the radius is scale * d)");
+    TORCH_CHECK(!tr.max_radius() || *tr.max_radius() >= 0, n, ": invalid max_radius: ", tr.max_radius().value_or(0),
+                " (must be >= 0, or unset for no bound)");
+  }
+  if (radius_ == RadiusSource::kTrustRegion || noisy_first_pass_) {
+    const auto& noise = trust_region_.noise();
+    TORCH_CHECK(noise.sigma() >= 0 && std::isfinite(noise.sigma()), n, ": invalid sigma: ", noise.sigma(),
+                " (the embedding noise scale must be >= 0)");
+  }
+  const auto& reg = regularizer_;
+  if (reg.kind() != Regularizer::kNone) {
+    TORCH_CHECK(reg.lambda() >= 0 && std::isfinite(reg.lambda()), n, ": invalid lambda: ", reg.lambda(),
+                " (the regularizer weight must be >= 0)");
+    TORCH_CHECK(reg.noise().sigma() >= 0 && std::isfinite(reg.noise().sigma()), n,
+                ": invalid reg_sigma: ", reg.noise().sigma(), " (must be >= 0)");
+    TORCH_CHECK(reg.ema_decay() >= 0 && reg.ema_decay() <= 1, n, ": invalid ema_decay: ", reg.ema_decay(),
+                " (must be in [0, 1])");
+    TORCH_CHECK(reg.temperature() > 0 && std::isfinite(reg.temperature()), n,
+                ": invalid temperature: ", reg.temperature(), " (must be > 0)");
+  }
+}
+
+// ---------------------------------------------------------------------------
+// SharpnessAware
+// ---------------------------------------------------------------------------
+
+// The parameters a step works on, flattened over the groups, with the
+// per-tensor options the multi-tensor ops take.
+struct SharpnessAware::Managed {
+  std::vector<Tensor> params;
+  std::vector<Tensor> grads;
+  std::vector<size_t> index;  // position among all managed parameters
+  std::vector<size_t> group;
+};
+
+namespace {
+std::vector<torch::optim::OptimizerParamGroup> mirror_groups(torch::optim::Optimizer& base,
+                                                             const GroupOptions& defaults) {
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  for (size_t i = 0; i < base.param_groups().size(); ++i) {
+    auto options = std::make_unique<GroupOptions>(defaults);
+    options->link_learning_rate(&base, i);
+    groups.emplace_back(base.param_groups()[i].params(), std::move(options));
+  }
+  return groups;
+}
+}  // namespace
+
+SharpnessAware::SharpnessAware(std::shared_ptr<torch::optim::Optimizer> base, MethodConfig method,
+                               GroupOptions defaults)
+    : torch::optim::Optimizer(std::vector<torch::optim::OptimizerParamGroup>{},
+                              std::make_unique<GroupOptions>(defaults)),
+      base_(std::move(base)),
+      method_(std::move(method)) {
+  TORCH_CHECK(base_ != nullptr, method_.name(), ": the base optimizer is null; pass e.g. "
+              "std::make_shared<torch::optim::SGD>(params, options)");
+  method_.validate();
+  // add_param_group clones the options it is given, so each group gets its
+  // own GroupOptions (not the base's type, not the defaults' pointer).
+  for (const auto& group : mirror_groups(*base_, defaults)) add_param_group(group);
+  validate();
+  set_noise_sampler(nullptr);
+  init_parameter_sets();
+}
+
+void SharpnessAware::set_noise_sampler(NoiseSampler sampler) {
+  noise_sampler_ = sampler ? std::move(sampler) : NoiseSampler(draw_noise);
+}
+
+GroupOptions& SharpnessAware::group_options(std::size_t group) {
+  sync_groups();
+  TORCH_CHECK(group < param_groups_.size(), method_.name(), ": no parameter group ", group, " (there are ",
+              param_groups_.size(), ")");
+  return static_cast<GroupOptions&>(param_groups_[group].options());
+}
+
+void SharpnessAware::validate() const {
+  const auto& n = method_.name();
+  for (size_t i = 0; i < param_groups_.size(); ++i) {
+    const auto* options = dynamic_cast<const GroupOptions*>(&param_groups_[i].options());
+    TORCH_CHECK(options != nullptr, n, ": parameter group ", i, " has options of another optimizer type; "
+                "groups are mirrored from the base optimizer — add them there");
+    TORCH_CHECK(options->rho() >= 0 && std::isfinite(options->rho()), n, ": invalid rho: ", options->rho(),
+                " in group ", i, " (the ascent radius must be >= 0)");
+    TORCH_CHECK(options->eta() >= 0 && std::isfinite(options->eta()), n, ": invalid eta: ", options->eta(),
+                " in group ", i, " (the adaptive offset must be >= 0)");
+    TORCH_CHECK(options->fisher_eta() >= 0 && std::isfinite(options->fisher_eta()), n, ": invalid fisher_eta: ",
+                options->fisher_eta(), " in group ", i, " (the Fisher damping must be >= 0)");
+  }
+}
+
+// Keeps the mirror of the base's groups current: groups added to the base are
+// picked up with the default options; groups added to the wrapper are an error
+// (the base would never step them).
+void SharpnessAware::sync_groups() {
+  auto& base_groups = base_->param_groups();
+  TORCH_CHECK(param_groups_.size() <= base_groups.size(), method_.name(),
+              ": a parameter group was added to the tram optimizer itself; add it to the base optimizer "
+              "instead (tram mirrors the base's groups)");
+  size_t before = 0;
+  for (const auto& g : param_groups_) before += g.params().size();
+  for (size_t i = 0; i < base_groups.size(); ++i) {
+    if (i >= param_groups_.size()) {
+      auto options = std::make_unique<GroupOptions>(static_cast<const GroupOptions&>(*defaults_));
+      options->link_learning_rate(base_.get(), i);
+      add_param_group(torch::optim::OptimizerParamGroup(base_groups[i].params(), std::move(options)));
+    } else if (param_groups_[i].params().size() != base_groups[i].params().size()) {
+      param_groups_[i].params() = base_groups[i].params();
+    }
+  }
+  size_t after = 0;
+  for (const auto& g : param_groups_) after += g.params().size();
+  if (after != before) {
+    TORCH_CHECK(previous_.empty() && pretrained_.empty() && ema_.empty(), method_.name(),
+                ": the base optimizer's parameters changed after construction; ", method_.name(),
+                " keeps parameter-sized buffers per parameter, so build it after the base has all its parameters");
+    backup_.clear();
+  }
+}
+
+SharpnessAware::Managed SharpnessAware::managed_parameters(bool with_grad_only) const {
+  Managed managed;
+  size_t index = 0;
+  for (size_t g = 0; g < param_groups_.size(); ++g) {
+    for (const auto& p : param_groups_[g].params()) {
+      const Tensor& grad = p.grad();
+      if (grad.defined()) {
+        TORCH_CHECK(!grad.is_sparse(), method_.name(), ": sparse gradients are not supported (parameter ", index,
+                    " in group ", g, "); use dense gradients, e.g. nn::Embedding with sparse(false)");
+        TORCH_CHECK(!grad.is_complex() && !p.is_complex(), method_.name(),
+                    ": complex parameters are not supported (parameter ", index, " in group ", g, ")");
+      }
+      if (!with_grad_only || grad.defined()) {
+        managed.params.push_back(p);
+        managed.grads.push_back(grad);
+        managed.index.push_back(index);
+        managed.group.push_back(g);
+      }
+      ++index;
+    }
+  }
+  return managed;
+}
+
+void SharpnessAware::init_parameter_sets() {
+  const auto all = managed_parameters(/*with_grad_only=*/false).params;
+  const auto target = method_.radius() == RadiusSource::kTrustRegion ? method_.trust_region().target() : Target::kNone;
+  const auto regularizer = method_.regularizer().kind();
+  // θ_{-1} = θ_0: at the first step the previous parameters are the initial ones.
+  if (target == Target::kPrevious || regularizer == Regularizer::kTRPO) previous_ = clone_all(all);
+  if (target == Target::kPretrained) pretrained_ = clone_all(all);
+  if (regularizer == Regularizer::kMESA) ema_ = clone_all(all);
+}
+
+std::vector<double> SharpnessAware::fixed_radii() const {
+  std::vector<double> radii;
+  for (const auto& g : param_groups_) radii.push_back(static_cast<const GroupOptions&>(g.options()).rho());
+  return radii;
+}
+
+void SharpnessAware::ascend(const std::vector<double>& radii, StepReport& report) {
+  torch::NoGradGuard no_grad;
+  report.radius = radii;
+  Managed m = managed_parameters(/*with_grad_only=*/true);
+  ops::AscentSpec spec;
+  spec.scaling = scaling_of(method_);
+  for (size_t i = 0; i < m.params.size(); ++i) {
+    const auto& options = static_cast<const GroupOptions&>(param_groups_[m.group[i]].options());
+    spec.eta.push_back(method_.ascent() == Ascent::kFisher ? options.fisher_eta() : options.eta());
+  }
+  const double squared = ops::squared_norm(m.params, m.grads, spec).item<double>();
+  report.ascent_norm = std::sqrt(squared);
+  if (!std::isfinite(squared)) {
+    // A loss-scaled fp16 pass may overflow: no ascent, the step proceeds as a
+    // plain base step, and the event is counted.
+    report.ascent_skipped = true;
+    ++skipped_ascents_;
+    return;
+  }
+  // SAM/ASAM divide by (norm + eps); FSAM by sqrt(squared norm + eps) (SPEC 2).
+  const double norm = method_.ascent() == Ascent::kFisher ? std::sqrt(squared + method_.eps_norm())
+                                                         : report.ascent_norm + method_.eps_norm();
+  for (size_t i = 0; i < m.params.size(); ++i) spec.coef.push_back(radii[m.group[i]] / norm);
+
+  if (anchor_active_) {
+    // An exact copy of w already exists (θt-1's buffer after the swap, or the
+    // backup made for a target pass): perturb from it, write nothing else.
+    std::vector<Tensor> sources;
+    for (size_t k : m.index) sources.push_back(anchor_[k]);
+    ops::ascend_from(m.params, sources, m.grads, spec);
+    return;
+  }
+  const size_t total = managed_parameters(false).params.size();
+  std::vector<Tensor> anchor_params(total), anchor(total), backups;
+  for (size_t i = 0; i < m.params.size(); ++i) {
+    backups.push_back(backup_for(m.index[i], m.params[i]));
+    anchor[m.index[i]] = backups.back();
+    anchor_params[m.index[i]] = m.params[i];
+  }
+  ops::ascend_with_backup(m.params, m.grads, backups, spec);
+  set_anchor(anchor_params, anchor);
+}
+
+// The restore buffer of managed parameter k, allocated once and reused.
+Tensor SharpnessAware::backup_for(size_t k, const Tensor& param) {
+  if (backup_.size() <= k) backup_.resize(k + 1);
+  Tensor& b = backup_[k];
+  if (!b.defined() || b.sizes() != param.sizes() || b.dtype() != param.dtype() || b.device() != param.device()) {
+    b = torch::empty_like(param, torch::MemoryFormat::Preserve);
+  }
+  return b;
+}
+
+void SharpnessAware::restore() {
+  torch::NoGradGuard no_grad;
+  if (swapped_with_previous_) {
+    // Interrupted while w held θt-1: swapping back restores both sets exactly.
+    ops::swap(managed_parameters(false).params, previous_);
+    swapped_with_previous_ = false;
+  }
+  if (!anchor_active_) return;
+  std::vector<Tensor> dst, src;
+  for (size_t k = 0; k < anchor_.size(); ++k) {
+    if (anchor_[k].defined()) {
+      dst.push_back(anchor_params_[k]);
+      src.push_back(anchor_[k]);
+    }
+  }
+  ops::copy(dst, src);
+  anchor_active_ = false;
+  anchor_.clear();
+  anchor_params_.clear();
+}
+
+// Makes `set` the exact copy of w that restore() returns to.
+void SharpnessAware::set_anchor(const std::vector<Tensor>& params, const std::vector<Tensor>& set) {
+  anchor_params_ = params;
+  anchor_ = set;
+  anchor_active_ = true;
+}
+
+void SharpnessAware::base_step() {
+  base_->step();
+  if (!ema_.empty()) {
+    // MESA's teacher follows the parameters after every base step.
+    torch::NoGradGuard no_grad;
+    torch::_foreach_lerp_(ema_, managed_parameters(false).params, 1.0 - method_.regularizer().ema_decay());
+  }
+  ++step_count_;
+}
+
+Tensor SharpnessAware::step(LossClosure closure) {
+  const auto& n = method_.name();
+  TORCH_CHECK(closure, n, ": step() needs a closure that zeroes the gradients, runs forward and backward and "
+              "returns the loss (or use first_step()/second_step())");
+  TORCH_CHECK(!method_.needs_forward_closure(), n, " needs the model's logits: call step() with a "
+              "tram::ForwardClosure (it returns loss and logits of each pass) instead of a LossClosure");
+  TORCH_CHECK(!anchor_active_, n, ": step() called while first_step() left w perturbed; call second_step() or restore()");
+  sync_groups();
+  validate();
+  Tensor loss;
+  {
+    torch::AutoGradMode enable_grad(true);
+    loss = closure();
+  }
+  StepReport report;
+  if (loss.defined() && loss.numel() == 1) report.loss = loss.detach().item<double>();
+  report.passes = 1;
+  if (method_.ascent() != Ascent::kNone) {
+    ascend(fixed_radii(), report);
+    {
+      auto put_back = c10::make_scope_exit([this] { restore(); });
+      torch::AutoGradMode enable_grad(true);
+      closure();
+    }
+    report.passes = 2;
+  }
+  base_step();
+  last_step_ = report;
+  return loss;
+}
+
+void SharpnessAware::first_step(std::optional<double> trust_region_distance) {
+  const auto& n = method_.name();
+  TORCH_CHECK(method_.ascent() != Ascent::kNone, n, " has no ascent; first_step() is for sharpness-aware methods");
+  TORCH_CHECK(!anchor_active_, n, ": first_step() called twice without second_step(); call second_step() or restore()");
+  TORCH_CHECK(method_.regularizer().kind() == Regularizer::kNone && !method_.noisy_first_pass(), n,
+              ": first_step()/second_step() cannot run the extra passes of this method; use step(ForwardClosure)");
+  sync_groups();
+  validate();
+  StepReport report;
+  std::vector<double> radii;
+  if (method_.radius() == RadiusSource::kTrustRegion) {
+    const auto target = method_.trust_region().target();
+    TORCH_CHECK(target == Target::kNoise, n, ": the trust-region target at other parameters (θt-1, θ0) needs the "
+                "target passes of step(ForwardClosure); first_step(d) supports target=noise only");
+    TORCH_CHECK(trust_region_distance && std::isfinite(*trust_region_distance) && *trust_region_distance >= 0, n,
+                ": first_step(d) needs this step's trust-region distance d >= 0 (got ",
+                trust_region_distance ? std::to_string(*trust_region_distance) : std::string("none"), ")");
+    report.distance = *trust_region_distance;
+    radii.assign(param_groups_.size(), trust_region_radius(*trust_region_distance));
+  } else {
+    TORCH_CHECK(!trust_region_distance, n, " has a fixed radius; first_step() takes no distance");
+    radii = fixed_radii();
+  }
+  ascend(radii, report);
+  last_step_ = report;
+}
+
+void SharpnessAware::second_step() {
+  restore();
+  base_step();
+}
+
+double SharpnessAware::trust_region_radius(double distance) const {
+  const auto& tr = method_.trust_region();
+  double radius = std::max(0.0, tr.scale() * distance);
+  if (tr.max_radius()) radius = std::min(radius, *tr.max_radius());
+  return radius;
+}
+
+// ---------------------------------------------------------------------------
+// The forward-closure step: every pass a method needs, in one place.
+// ---------------------------------------------------------------------------
+
+StepReport SharpnessAware::step(const ForwardClosure& forward) {
+  const auto& n = method_.name();
+  TORCH_CHECK(forward, n, ": step() needs a forward closure returning {loss, logits[, mask]}");
+  TORCH_CHECK(!anchor_active_, n, ": step() called while first_step() left w perturbed; call second_step() or restore()");
+  sync_groups();
+  validate();
+
+  StepReport report;
+  const auto& tr = method_.trust_region();
+  const auto& reg = method_.regularizer();
+  const Target target = method_.radius() == RadiusSource::kTrustRegion ? tr.target() : Target::kNone;
+  const std::vector<Tensor> all = managed_parameters(false).params;
+  BufferSnapshot buffers;
+  auto on_exit = c10::make_scope_exit([&] {
+    restore();
+    buffers.put_back();
+  });
+
+  auto run = [&](PassKind kind, std::optional<NoiseOptions> noise) -> PassOutput {
+    Pass pass(kind, std::move(noise), &noise_sampler_);
+    ++report.passes;
+    PassOutput out;
+    if (kind == PassKind::kTarget) {
+      EvalModeScope eval(module_.get());
+      torch::NoGradGuard no_grad;
+      out = forward(pass);
+    } else {
+      torch::AutoGradMode enable_grad(true);
+      out = forward(pass);
+      TORCH_CHECK(out.loss.defined() && out.loss.numel() == 1, n, ": the forward closure returned no scalar loss on the ",
+                  to_string(kind), " pass");
+    }
+    TORCH_CHECK(out.logits.defined() || (target == Target::kNone && reg.kind() == Regularizer::kNone), n,
+                ": the forward closure returned no logits on the ", to_string(kind), " pass; ", n,
+                " compares predictive distributions and needs them");
+    return out;
+  };
+  auto distance = [&](const Tensor& target_logits, const Tensor& current_logits, const Tensor& mask) {
+    return ops::trust_region_divergence(target_logits, current_logits, tr.divergence(), tr.reduction(), mask);
+  };
+
+  // 1. Targets under no-grad, before pass 1 (the regularizers need them in
+  //    its loss). Parameter-set targets are loaded into w and w is put back
+  //    exactly: θt-1 by the swap trick (SPEC 3), θ0 and the EMA by copies.
+  Tensor previous_logits, pretrained_logits, ema_logits, noise_logits;
+  if (!previous_.empty()) {
+    torch::NoGradGuard no_grad;
+    ops::swap(all, previous_);  // w = θt-1, previous_ = θt
+    swapped_with_previous_ = true;
+    previous_logits = run(PassKind::kTarget, std::nullopt).logits;
+    ops::copy(all, previous_);  // w = θt; previous_ now holds θt, next step's θt-1
+    swapped_with_previous_ = false;
+    set_anchor(all, previous_);
+  }
+  for (auto* set : {&pretrained_, &ema_}) {
+    if (set->empty()) continue;
+    torch::NoGradGuard no_grad;
+    if (!anchor_active_) {
+      std::vector<Tensor> backups;
+      for (size_t k = 0; k < all.size(); ++k) backups.push_back(backup_for(k, all[k]));
+      ops::copy(backups, all);
+      set_anchor(all, backups);
+    }
+    ops::copy(all, *set);
+    (set == &pretrained_ ? pretrained_logits : ema_logits) = run(PassKind::kTarget, std::nullopt).logits;
+    ops::copy(all, anchor_);
+  }
+  if (target == Target::kNoise && !method_.noisy_first_pass()) {
+    noise_logits = run(PassKind::kTarget, tr.noise()).logits;
+  }
+
+  // The regularized loss of a pass (SPEC 5); R3F runs its own noised pass.
+  auto regularized = [&](const PassOutput& out, bool perturbed) -> std::pair<Tensor, Tensor> {
+    Tensor r;
+    switch (reg.kind()) {
+      case Regularizer::kNone:
+        return {out.loss, Tensor()};
+      case Regularizer::kTRPO:
+        r = ops::trust_region_divergence(previous_logits, out.logits, ops::Divergence::kForward,
+                                         ops::Reduction::kMean, out.mask);
+        break;
+      case Regularizer::kMESA: {
+        const double tau = reg.temperature();
+        r = tau * tau * ops::trust_region_divergence(ema_logits / tau, out.logits / tau, ops::Divergence::kForward,
+                                                     ops::Reduction::kMean, out.mask);
+        break;
+      }
+      case Regularizer::kR3F: {
+        auto noisy = run(perturbed ? PassKind::kPerturbedNoisy : PassKind::kNoisy, reg.noise());
+        r = ops::trust_region_divergence(out.logits, noisy.logits, ops::Divergence::kSymmetric, ops::Reduction::kMean,
+                                         out.mask);
+        break;
+      }
+    }
+    return {out.loss + reg.lambda() * r.to(out.loss.dtype()), r};
+  };
+  auto backward = [&](const Tensor& loss) {
+    zero_grad();
+    torch::AutoGradMode enable_grad(true);
+    loss.backward();
+  };
+
+  // 2. Pass 1: at w, on clean inputs (on noised ones for TRAM-Fisher).
+  auto first = method_.noisy_first_pass() ? run(PassKind::kNoisy, tr.noise()) : run(PassKind::kClean, std::nullopt);
+  buffers.take(module_.get());  // pass 1 updates running statistics; later passes must not
+  auto [first_loss, first_reg] = regularized(first, /*perturbed=*/false);
+  backward(first_loss);
+  report.loss = first.loss.detach().item<double>();
+  if (first_reg.defined()) report.regularizer = first_reg.detach().item<double>();
+
+  if (method_.ascent() != Ascent::kNone) {
+    // 3. Radius: fixed, or from the trust-region distance of this batch.
+    std::vector<double> radii = fixed_radii();
+    if (target != Target::kNone) {
+      const Tensor current = first.logits.detach();
+      Tensor d;
+      switch (target) {
+        case Target::kPrevious: d = distance(previous_logits, current, first.mask); break;
+        case Target::kPretrained: d = distance(pretrained_logits, current, first.mask); break;
+        case Target::kNoise:
+          if (method_.noisy_first_pass()) {
+            // TRAM-Fisher: pass 1 already saw the noise; compare with the clean model.
+            const auto clean = run(PassKind::kTarget, std::nullopt);
+            d = distance(current, clean.logits, first.mask);
+          } else {
+            d = distance(noise_logits, current, first.mask);
+          }
+          break;
+        case Target::kNone: break;
+      }
+      report.distance = d.item<double>();
+      radii.assign(param_groups_.size(), trust_region_radius(report.distance));
+    }
+    // 4. Ascent, then pass 2 at w + e on clean inputs.
+    ascend(radii, report);
+    auto second = run(PassKind::kPerturbed, std::nullopt);
+    backward(regularized(second, /*perturbed=*/true).first);
+  } else {
+    report.radius.assign(param_groups_.size(), 0.0);
+  }
+
+  // 5. Exact restore, then the base step with the last gradient.
+  on_exit.release();
+  restore();
+  buffers.put_back();
+  base_step();
+  last_step_ = report;
+  return report;
+}
+
+// ---------------------------------------------------------------------------
+// Serialization: the wrapper's own state, then the base's in a sub-archive.
+// ---------------------------------------------------------------------------
+
+namespace {
+constexpr int64_t kArchiveVersion = 1;
+
+void write_set(torch::serialize::OutputArchive& archive, const std::string& name, const std::vector<Tensor>& set) {
+  archive.write("tram/" + name + "/size", c10::IValue(static_cast<int64_t>(set.size())));
+  for (size_t i = 0; i < set.size(); ++i) archive.write("tram/" + name + "/" + std::to_string(i), set[i], true);
+}
+
+void read_set(torch::serialize::InputArchive& archive, const std::string& method, const std::string& name,
+              std::vector<Tensor>& set) {
+  c10::IValue size;
+  archive.read("tram/" + name + "/size", size);
+  TORCH_CHECK(static_cast<size_t>(size.toInt()) == set.size(), method, ": the checkpoint's '", name, "' buffer has ",
+              size.toInt(), " tensors but this optimizer manages ", set.size(),
+              " parameters; load it into an optimizer built over the same parameters");
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < set.size(); ++i) {
+    Tensor value;
+    archive.read("tram/" + name + "/" + std::to_string(i), value, true);
+    TORCH_CHECK(value.sizes() == set[i].sizes(), method, ": checkpoint tensor tram/", name, "/", i, " has shape ",
+                value.sizes(), " but the parameter has shape ", set[i].sizes());
+    set[i].copy_(value);
+  }
+}
+}  // namespace
+
+void SharpnessAware::save(torch::serialize::OutputArchive& archive) const {
+  TORCH_CHECK(!anchor_active_, method_.name(), ": save() while the parameters are perturbed (between first_step() and "
+              "second_step()); save after second_step()");
+  archive.write("tram/version", c10::IValue(kArchiveVersion));
+  archive.write("tram/method", c10::IValue(method_.name()));
+  archive.write("tram/step_count", c10::IValue(step_count_));
+  archive.write("tram/skipped_ascents", c10::IValue(skipped_ascents_));
+  archive.write("tram/groups", c10::IValue(static_cast<int64_t>(param_groups_.size())));
+  for (size_t i = 0; i < param_groups_.size(); ++i) {
+    torch::serialize::OutputArchive group(archive.compilation_unit());
+    param_groups_[i].options().serialize(group);
+    archive.write("tram/group/" + std::to_string(i), group);
+  }
+  write_set(archive, "previous", previous_);
+  write_set(archive, "pretrained", pretrained_);
+  write_set(archive, "ema", ema_);
+  torch::serialize::OutputArchive base(archive.compilation_unit());
+  base_->save(base);
+  archive.write("base", base);
+}
+
+void SharpnessAware::load(torch::serialize::InputArchive& archive) {
+  const auto& n = method_.name();
+  restore();
+  sync_groups();
+  c10::IValue value;
+  TORCH_CHECK(archive.try_read("tram/version", value), n, ": the archive has no tram optimizer state "
+              "(was it written by a tram optimizer's save()?)");
+  TORCH_CHECK(value.toInt() == kArchiveVersion, n, ": unsupported tram checkpoint version ", value.toInt(),
+              " (this build reads version ", kArchiveVersion, ")");
+  archive.read("tram/method", value);
+  TORCH_CHECK(value.toStringRef() == n, n, ": the checkpoint was written by a ", value.toStringRef(),
+              " optimizer; load it into a ", value.toStringRef(), " optimizer");
+  archive.read("tram/groups", value);
+  TORCH_CHECK(static_cast<size_t>(value.toInt()) == param_groups_.size(), n, ": the checkpoint has ", value.toInt(),
+              " parameter groups, this optimizer ", param_groups_.size());
+  for (size_t i = 0; i < param_groups_.size(); ++i) {
+    torch::serialize::InputArchive group;
+    archive.read("tram/group/" + std::to_string(i), group);
+    param_groups_[i].options().serialize(group);
+  }
+  read_set(archive, n, "previous", previous_);
+  read_set(archive, n, "pretrained", pretrained_);
+  read_set(archive, n, "ema", ema_);
+  torch::serialize::InputArchive base;
+  archive.read("base", base);
+  base_->load(base);
+  archive.read("tram/step_count", value);
+  step_count_ = value.toInt();
+  archive.read("tram/skipped_ascents", value);
+  skipped_ascents_ = value.toInt();
+}
+
+}  // namespace tram
