@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""Writes the committed tram-trace cases (tests/trace/cases/*.json).
+
+Every case is drawn from its own fixed seed, so running this again writes the
+same files byte for byte. Weights follow torch.nn.Linear's default
+initialisation, U(-1/sqrt(fan_in), 1/sqrt(fan_in)); inputs are N(0, 1); labels
+are uniform over the classes. Values are rounded to the case's dtype before
+they are written, so tram-trace and the reference start from the same numbers.
+
+Usage: make_cases.py [--out DIR]   (default: the cases/ folder next to this file)
+"""
+
+import argparse
+import json
+import os
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+SGD_MOMENTUM = {"name": "sgd", "lr": 0.1, "momentum": 0.9}
+ADAM = {"name": "adam", "lr": 0.01, "betas": [0.9, 0.99], "eps": 1e-8}
+ADAMW = {"name": "adamw", "lr": 0.01, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.1}
+
+
+def draw_case(seed, layers, activation, dtype="float64", batches=2, rows=6, zero_bias=None, noise=None):
+    """The model, weights and batches of a case; the method is added by the caller."""
+    g = torch.Generator().manual_seed(seed)
+    torch_dtype = {"float64": torch.float64, "float32": torch.float32}[dtype]
+
+    def values(t):
+        return t.to(torch_dtype).to(torch.float64).tolist()
+
+    params = {}
+    for i in range(len(layers) - 1):
+        bound = 1.0 / layers[i] ** 0.5
+        weight = (torch.rand(layers[i + 1], layers[i], generator=g, dtype=torch.float64) * 2 - 1) * bound
+        bias = (torch.rand(layers[i + 1], generator=g, dtype=torch.float64) * 2 - 1) * bound
+        if zero_bias is not None and zero_bias == 2 * i:
+            bias.zero_()  # a fresh bias: with eta = 0, ASAM never perturbs it
+        params[f"{2 * i}.weight"] = values(weight)
+        params[f"{2 * i}.bias"] = values(bias)
+    data = []
+    for _ in range(batches):
+        x = torch.randn(rows, layers[0], generator=g, dtype=torch.float64)
+        y = torch.randint(0, layers[-1], (rows,), generator=g)
+        batch = {"x": values(x), "y": y.tolist()}
+        if noise is not None:
+            # The z a noisy pass adds to x: N(0, noise^2), drawn here so runs are deterministic.
+            batch["noise"] = values(torch.randn(rows, layers[0], generator=g, dtype=torch.float64) * noise)
+        data.append(batch)
+    return {"layers": layers, "activation": activation, "dtype": dtype, "params": params, "batches": data}
+
+
+def case(description, seed, method, base, options=None, steps=4, checks=None, **model):
+    out = {"description": description}
+    out.update(draw_case(seed, **model))
+    out["method"] = method
+    out["options"] = options or {}
+    out["base"] = base
+    out["steps"] = steps
+    if checks:
+        out["checks"] = checks
+    return out
+
+
+# The tanh model shared by the SGD / SAM cases that are compared with each other.
+TANH = dict(layers=[4, 5, 3], activation="tanh")
+RELU = dict(layers=[4, 5, 3], activation="relu")
+
+CASES = {
+    "sgd_momentum_tanh": case(
+        "Plain SGD with momentum: the base step alone.", 11, "sgd", SGD_MOMENTUM, **TANH),
+    "sgd_nesterov_wd_relu_deep": case(
+        "SGD with Nesterov momentum and weight decay on a 3-layer ReLU MLP.", 12, "sgd",
+        {"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01},
+        layers=[4, 5, 5, 3], activation="relu"),
+    "adam_relu": case("Plain Adam.", 13, "adam", ADAM, **RELU),
+    "adamw_tanh": case("Plain AdamW with decoupled weight decay.", 14, "adamw", ADAMW, steps=5, **TANH),
+    "sam_tanh": case(
+        "SAM, rho 0.05, on SGD with momentum; same model and data as sgd_momentum_tanh.", 11, "sam",
+        SGD_MOMENTUM, {"rho": 0.05}, **TANH),
+    "sam_rho0.1_tanh": case(
+        "Differs from sam_tanh only in rho: the trace must be sensitive to rho.", 11, "sam",
+        SGD_MOMENTUM, {"rho": 0.1}, checks={"differs_from": "sam_tanh"}, **TANH),
+    "sam_rho0_tanh": case(
+        "SAM with rho 0 is the base step exactly: same trace as sgd_momentum_tanh, bit for bit.", 11,
+        "sam", SGD_MOMENTUM, {"rho": 0.0}, checks={"same_params_as": "sgd_momentum_tanh"}, **TANH),
+    "sam_adam_relu": case("SAM, rho 0.1, on Adam.", 15, "sam", ADAM, {"rho": 0.1}, **RELU),
+    "asam_eta0_relu": case(
+        "ASAM with eta 0 (the released TRAM code's scaling): the zero first-layer bias is never "
+        "perturbed.", 16, "asam", SGD_MOMENTUM, {"rho": 0.5, "eta": 0.0}, zero_bias=0, **RELU),
+    "asam_eta0.01_tanh": case(
+        "ASAM with the default eta 0.01 (Kwon et al. 2021) on Adam.", 17, "asam", ADAM,
+        {"rho": 0.5, "eta": 0.01}, **TANH),
+    "asam_adamw_relu_deep": case(
+        "ASAM on AdamW, 3-layer ReLU MLP, three batches.", 18, "asam", ADAMW, {"rho": 1.0, "eta": 0.01},
+        steps=5, batches=3, layers=[4, 5, 5, 3], activation="relu"),
+    "fsam_tanh": case(
+        "FSAM, gamma 0.1, eta_f 0.1, on SGD with momentum.", 19, "fsam", SGD_MOMENTUM,
+        {"gamma": 0.1, "fisher_eta": 0.1}, **TANH),
+    "fsam_adam_relu": case(
+        "FSAM with a large radius and damping, on Adam.", 20, "fsam", ADAM,
+        {"gamma": 0.5, "fisher_eta": 1.0}, steps=3, **RELU),
+    "sam_float32_tanh": case(
+        "SAM in float32 (compared with the float64 reference at a looser tolerance).", 21, "sam",
+        SGD_MOMENTUM, {"rho": 0.05}, dtype="float32", **TANH),
+    "asam_float32_relu": case(
+        "ASAM on Adam in float32.", 22, "asam", ADAM, {"rho": 0.5, "eta": 0.01}, dtype="float32", **RELU),
+
+    # --- TRAM (SPEC 2-4) ----------------------------------------------------
+    # d is small (SPEC 2: "expect d to be small"), so most cases scale it up
+    # to radii where a wrong ascent would show in the parameters.
+    "tram-prev_tanh": case(
+        "TRAM-θt-1 with scale 50: d = 0 at step 0 (θ_-1 = θ_0), then the radius follows d.", 31,
+        "tram-prev", SGD_MOMENTUM, {"scale": 50.0, "eta": 0.01}, steps=5, **TANH),
+    "tram-prev_default_relu": case(
+        "TRAM-θt-1 with every default (scale 1: a tiny radius).", 32, "tram-prev", ADAM, steps=4, **RELU),
+    "tram-prev_released_maxradius_relu": case(
+        "TRAM-θt-1 with the released code's ascent (never times g), eta 0, radius clamped at 0.05.", 33,
+        "tram-prev", SGD_MOMENTUM,
+        {"scale": 500.0, "max_radius": 0.05, "ascent": "released", "eta": 0.0}, steps=5, **RELU),
+    "tram-pre_symmetric_adam_tanh": case(
+        "TRAM-θ0 with the symmetric KL, on Adam.", 34, "tram-pre", ADAM,
+        {"scale": 20.0, "divergence": "symmetric"}, steps=5, **TANH),
+    "tram-noise_tanh": case(
+        "TRAM-ε: d from the model on x + noise (noise given per batch).", 35, "tram-noise", SGD_MOMENTUM,
+        {"scale": 20.0}, noise=0.3, **TANH),
+    "tram-noise_reverse_legacy_relu": case(
+        "TRAM-ε with the reverse KL and the released code's legacy reduction.", 36, "tram-noise",
+        SGD_MOMENTUM, {"scale": 2000.0, "divergence": "reverse", "reduction": "legacy"}, noise=0.3,
+        layers=[4, 5, 5, 3], activation="relu"),
+    "tram-fisher_tanh": case(
+        "TRAM-Fisher, fixed radius gamma: pass 1 on x + noise gives g_z.", 37, "tram-fisher",
+        SGD_MOMENTUM, {"gamma": 0.1, "fisher_eta": 0.1}, noise=0.1, **TANH),
+    "tram-fisher_trust_region_adamw_relu": case(
+        "TRAM-Fisher with the trust-region radius scale * D(p_noised || p_clean), on AdamW.", 38,
+        "tram-fisher", ADAMW, {"radius": "trust_region", "scale": 50.0}, noise=0.2, **RELU),
+    "tram-prev_float32_tanh": case(
+        "TRAM-θt-1 in float32.", 39, "tram-prev", SGD_MOMENTUM, {"scale": 50.0}, dtype="float32", **TANH),
+
+    # --- trust-region regularizers (SPEC 5) ----------------------------------
+    "trpo_tanh": case(
+        "TRPO-KL regularizer, lambda 0.5: R = KL(p_θt-1 || p_θ).", 41, "trpo", SGD_MOMENTUM,
+        {"lambda": 0.5}, steps=5, **TANH),
+    "r3f_relu": case(
+        "R3F, lambda 0.5: symmetric KL between the clean and the noised pass.", 42, "r3f", ADAM,
+        {"lambda": 0.5}, noise=0.1, **RELU),
+    "mesa_tanh": case(
+        "MESA with a fast EMA (decay 0.5) and temperature 2.", 43, "mesa", SGD_MOMENTUM,
+        {"lambda": 1.0, "ema_decay": 0.5, "temperature": 2.0}, steps=5, **TANH),
+    "asam+trpo_relu": case(
+        "ASAM+TRPO (paper C.3): the regularized loss in both passes.", 44, "asam+trpo", SGD_MOMENTUM,
+        {"rho": 0.5, "lambda": 0.3}, steps=5, **RELU),
+    "sam+r3f_tanh": case(
+        "SAM+R3F: the noised pass is run at w and at w + e.", 45, "sam+r3f", ADAM,
+        {"rho": 0.1, "lambda": 0.5}, noise=0.1, **TANH),
+    "tram-noise+mesa_relu": case(
+        "TRAM-ε with a MESA regularizer.", 46, "tram-noise+mesa", SGD_MOMENTUM,
+        {"scale": 20.0, "lambda": 0.5, "ema_decay": 0.8}, noise=0.3, **RELU),
+}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default=os.path.join(HERE, "cases"))
+    args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    for name, content in CASES.items():
+        path = os.path.join(args.out, name + ".json")
+        with open(path, "w") as f:
+            json.dump(content, f, indent=1)
+            f.write("\n")
+    print(f"wrote {len(CASES)} cases to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

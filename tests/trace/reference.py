@@ -1,0 +1,402 @@
+#!/usr/bin/env python3
+"""Independent Python reference of the tram optimizers, for differential testing.
+
+Reads a tram-trace case (docs/TRACE.md) and writes the trace tram-trace would
+write, computed straight from SPEC.md with plain tensor operations: no code is
+shared with the C++ library. The base optimizers are torch.optim's SGD, Adam
+and AdamW (LibTorch's follow the same update rules).
+
+Methods:
+  plain bases          sgd, adam, adamw
+  SPEC 1-2             sam, asam, fsam
+  SPEC 2-4 (TRAM)      tram-prev, tram-pre, tram-noise, tram-fisher
+  SPEC 5               trpo, r3f, mesa, and <ascent>+<regularizer> ("asam+trpo")
+
+The computation is always in float64. A float32 case starts from the same
+float32-rounded weights and inputs as tram-trace, then runs in float64: its
+trace is the exact-arithmetic answer that tram-trace's float32 run
+approximates (compare.py states the tolerance).
+
+The noise z a method adds to the inputs is the batch's "noise", as given (the
+case fixes it so that runs are deterministic); sigma and the noise
+distribution are therefore not used here.
+
+Usage: reference.py CASE.json [-o TRACE.json]
+"""
+
+import argparse
+import json
+import math
+import sys
+
+import torch
+import torch.nn.functional as F
+
+BASES = ("sgd", "adam", "adamw")
+ASCENTS = ("sam", "asam", "fsam", "tram-prev", "tram-pre", "tram-noise", "tram-fisher")
+REGULARIZERS = ("trpo", "r3f", "mesa")
+
+# Defaults of SPEC 2-5 (the factory's when an option is not given). Options
+# that only shape the random noise are accepted and unused (see above).
+NOISE_KEYS = {"sigma": 1e-2, "noise": "normal"}
+TRUST_REGION_KEYS = {"divergence": "forward", "reduction": "mean", "scale": 1.0, "max_radius": None}
+METHOD_DEFAULTS = {
+    "sam": {"rho": 0.05},
+    "asam": {"rho": 0.5, "eta": 0.01},
+    "fsam": {"gamma": 0.1, "fisher_eta": 0.1},
+    "tram-prev": {"eta": 0.01, "ascent": "paper", **TRUST_REGION_KEYS},
+    "tram-pre": {"eta": 0.01, "ascent": "paper", **TRUST_REGION_KEYS},
+    "tram-noise": {"eta": 0.01, "ascent": "paper", **TRUST_REGION_KEYS, **NOISE_KEYS},
+    "tram-fisher": {"gamma": 0.1, "fisher_eta": 0.1, "radius": "fixed", **TRUST_REGION_KEYS, **NOISE_KEYS},
+    "trpo": {"lambda": 0.1},
+    "r3f": {"lambda": 0.1, "reg_sigma": 1e-5, "reg_noise": "uniform"},
+    "mesa": {"lambda": 0.1, "ema_decay": 0.999, "temperature": 1.0},
+}
+STRING_OPTIONS = {"divergence", "reduction", "ascent", "radius", "noise", "reg_noise"}
+
+
+class CaseError(Exception):
+    pass
+
+
+def dtype_of(name):
+    if name == "float64":
+        return torch.float64
+    if name == "float32":
+        return torch.float32
+    raise CaseError(f"'dtype' must be float32 or float64, got {name!r}")
+
+
+# ---------------------------------------------------------------------------
+# The model
+# ---------------------------------------------------------------------------
+
+class MLP:
+    """Linear layers at even indices of a torch::nn::Sequential, the activation
+    between them, none after the last one (names "0.weight", "0.bias", ...)."""
+
+    def __init__(self, case, case_dtype):
+        layers = case["layers"]
+        if len(layers) < 2:
+            raise CaseError("'layers' needs at least [inputs, outputs]")
+        self.activation = {"tanh": torch.tanh, "relu": torch.relu}[case["activation"]]
+        self.names = []
+        self.params = []
+        for i in range(len(layers) - 1):
+            for kind, shape in (("weight", (layers[i + 1], layers[i])), ("bias", (layers[i + 1],))):
+                name = f"{2 * i}.{kind}"
+                # Round to the case's dtype first (what tram-trace holds), then
+                # compute in float64.
+                value = torch.tensor(case["params"][name], dtype=case_dtype).to(torch.float64)
+                if tuple(value.shape) != shape:
+                    raise CaseError(f"params.{name} has shape {tuple(value.shape)}, expected {shape}")
+                self.names.append(name)
+                self.params.append(value.requires_grad_(True))
+        unknown = set(case["params"]) - set(self.names)
+        if unknown:
+            raise CaseError(f"'params' has unknown names {sorted(unknown)}")
+
+    def logits(self, x, params=None):
+        """The logits at the model's parameters, or at another parameter set."""
+        params = self.params if params is None else params
+        h = x
+        n_linear = len(params) // 2
+        for i in range(n_linear):
+            h = F.linear(h, params[2 * i], params[2 * i + 1])
+            if i + 1 < n_linear:
+                h = self.activation(h)
+        return h
+
+    def snapshot(self):
+        return [p.detach().clone() for p in self.params]
+
+
+def make_base(base, params):
+    name = base["name"]
+    lr = base.get("lr")
+    if name == "sgd":
+        return torch.optim.SGD(
+            params,
+            lr=0.01 if lr is None else lr,
+            momentum=base.get("momentum", 0.0),
+            dampening=base.get("dampening", 0.0),
+            weight_decay=base.get("weight_decay", 0.0),
+            nesterov=bool(base.get("nesterov", False)),
+            foreach=False,
+        )
+    if name in ("adam", "adamw"):
+        cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+        # LibTorch's AdamW defaults to weight_decay 1e-2, like torch.optim.AdamW.
+        default_wd = 0.0 if name == "adam" else 1e-2
+        return cls(
+            params,
+            lr=1e-3 if lr is None else lr,
+            betas=tuple(base.get("betas", (0.9, 0.999))),
+            eps=base.get("eps", 1e-8),
+            weight_decay=base.get("weight_decay", default_wd),
+            amsgrad=bool(base.get("amsgrad", False)),
+            foreach=False,
+        )
+    raise CaseError(f"base.name must be one of {BASES}, got {name!r}")
+
+
+# ---------------------------------------------------------------------------
+# The method: names and options
+# ---------------------------------------------------------------------------
+
+class Method:
+    def __init__(self, name, options):
+        head, _, tail = name.partition("+")
+        valid = ((head in BASES or head in REGULARIZERS) and not tail) or (
+            head in ASCENTS and (not tail or tail in REGULARIZERS))
+        if not valid:
+            raise CaseError(f"the reference has no method {name!r}")
+        self.name = name
+        self.plain = head in BASES
+        self.ascent = head if head in ASCENTS else None
+        self.regularizer = head if head in REGULARIZERS else (tail or None)
+        defaults = {"eps_norm": 1e-12} if self.ascent else {}
+        for part in (self.ascent, self.regularizer):
+            if part:
+                defaults.update(METHOD_DEFAULTS[part])
+        self.options = dict(defaults)
+        for key, value in options.items():
+            if key not in defaults:
+                raise CaseError(f"options.{key} is not an option of {name} in the reference "
+                                f"(known: {sorted(defaults)})")
+            self.options[key] = value if key in STRING_OPTIONS else float(value)
+
+    def __getitem__(self, key):
+        return self.options[key]
+
+    @property
+    def target(self):
+        """Where the trust-region distance d comes from, or None for a fixed radius."""
+        if self.ascent in ("tram-prev", "tram-pre", "tram-noise"):
+            return self.ascent
+        if self.ascent == "tram-fisher" and self["radius"] == "trust_region":
+            return "tram-fisher"
+        return None
+
+
+# ---------------------------------------------------------------------------
+# SPEC 3: the trust-region divergence
+# ---------------------------------------------------------------------------
+
+def kl_rows(logits_p, logits_q):
+    """KL(softmax(p) || softmax(q)) per row, with log-softmax."""
+    log_p = F.log_softmax(logits_p, dim=-1)
+    log_q = F.log_softmax(logits_q, dim=-1)
+    return (log_p.exp() * (log_p - log_q)).sum(dim=-1)
+
+
+def divergence(target_logits, current_logits, kind="forward", reduction="mean"):
+    """D(p_target || p_current), summed over classes, reduced over rows."""
+    if kind == "forward":
+        rows = kl_rows(target_logits, current_logits)
+    elif kind == "reverse":
+        rows = kl_rows(current_logits, target_logits)
+    elif kind == "symmetric":
+        rows = kl_rows(target_logits, current_logits) + kl_rows(current_logits, target_logits)
+    else:
+        raise CaseError(f"options.divergence must be forward, reverse or symmetric, got {kind!r}")
+    if reduction == "mean":
+        return rows.mean()
+    if reduction == "sum":
+        return rows.sum()
+    if reduction == "legacy":
+        # The released code: F.kl_div(reduction="mean") (/ rows x classes), then / batch size.
+        return rows.sum() / current_logits.numel() / current_logits.shape[0]
+    raise CaseError(f"options.reduction must be mean, sum or legacy, got {reduction!r}")
+
+
+# ---------------------------------------------------------------------------
+# SPEC 2 and 4: the perturbation
+# ---------------------------------------------------------------------------
+
+def perturbation(method, radius, params, grads):
+    """Returns (e per parameter, ascent norm, skipped)."""
+    eps = method["eps_norm"]
+    kind = method.ascent
+    released = method.options.get("ascent") == "released"
+    if kind == "sam":
+        norm = math.sqrt(sum(float((g * g).sum()) for g in grads))
+        if not math.isfinite(norm):
+            return None, norm, True
+        return [radius * g / (norm + eps) for g in grads], norm, False
+    if kind in ("asam", "tram-prev", "tram-pre", "tram-noise"):
+        scales = [w.detach().abs() + method["eta"] for w in params]
+        norm = math.sqrt(sum(float(((t * g) ** 2).sum()) for t, g in zip(scales, grads)))
+        if not math.isfinite(norm):
+            return None, norm, True
+        if released:
+            # The released TRAM code: e = r |w|^2 / (|| |w| g || + eps), never times g.
+            return [radius * t * t / (norm + eps) for t in scales], norm, False
+        return [radius * t * t * g / (norm + eps) for t, g in zip(scales, grads)], norm, False
+    if kind in ("fsam", "tram-fisher"):
+        fishers = [1.0 + method["fisher_eta"] * g * g for g in grads]
+        squared = sum(float((g * g / f).sum()) for g, f in zip(grads, fishers))
+        norm = math.sqrt(squared) if squared >= 0 else float("nan")
+        if not math.isfinite(squared):
+            return None, norm, True
+        denom = math.sqrt(squared + eps)
+        return [radius * (g / f) / denom for g, f in zip(grads, fishers)], norm, False
+    raise CaseError(f"method {method.name!r} has no ascent")
+
+
+# ---------------------------------------------------------------------------
+# The step (SPEC 1) and the run
+# ---------------------------------------------------------------------------
+
+def run(case):
+    torch.set_num_threads(1)
+    method = Method(case["method"], case.get("options", {}))
+    base = dict(case.get("base", {"name": method.name if method.plain else "sgd"}))
+    if method.plain and base["name"] != method.name:
+        raise CaseError(f"method {method.name!r} is a plain base but base.name is {base['name']!r}")
+    case_dtype = dtype_of(case["dtype"])
+    model = MLP(case, case_dtype)
+    base_opt = make_base(base, model.params)
+
+    batches = []
+    for batch in case["batches"]:
+        x = torch.tensor(batch["x"], dtype=case_dtype).to(torch.float64)
+        y = torch.tensor(batch["y"], dtype=torch.int64)
+        z = torch.tensor(batch["noise"], dtype=case_dtype).to(torch.float64) if "noise" in batch else None
+        batches.append((x, y, z))
+    if not batches:
+        raise CaseError("'batches' is empty")
+
+    reg = method.regularizer
+    # Parameter sets the targets are computed at: θ_{t-1} (θ_{-1} = θ_0), θ_0,
+    # and MESA's EMA teacher (starting at θ_0).
+    previous = model.snapshot() if method.target == "tram-prev" or reg == "trpo" else None
+    pretrained = model.snapshot() if method.target == "tram-pre" else None
+    ema = model.snapshot() if reg == "mesa" else None
+
+    def noised(x, z, batch_index):
+        if z is None:
+            raise CaseError(f"batches[{batch_index}].noise is missing; {method.name} adds noise to its inputs")
+        return x + z
+
+    def regularizer(logits, x_noisy, targets):
+        """R of one pass (SPEC 5), with gradient through `logits`."""
+        if reg == "trpo":
+            return divergence(targets["previous"], logits)
+        if reg == "r3f":
+            noisy_logits = model.logits(x_noisy())
+            return divergence(logits, noisy_logits, "symmetric")
+        if reg == "mesa":
+            tau = method["temperature"]
+            return tau * tau * divergence(targets["ema"] / tau, logits / tau)
+        return None
+
+    def backward(loss):
+        for p in model.params:
+            p.grad = None
+        loss.backward()
+        return [p.grad.detach().clone() for p in model.params]
+
+    steps = []
+    for step in range(int(case["steps"])):
+        index = step % len(batches)
+        x, y, z = batches[index]
+        x_noisy = lambda: noised(x, z, index)  # noqa: E731
+        record = {"step": step, "batch": index, "loss": None, "regularizer": 0.0, "d": 0.0,
+                  "radius": [0.0], "ascent_norm": 0.0, "ascent_skipped": False}
+
+        # Targets under no-grad.
+        targets = {}
+        with torch.no_grad():
+            if previous is not None:
+                targets["previous"] = model.logits(x, previous)
+            if pretrained is not None:
+                targets["pretrained"] = model.logits(x, pretrained)
+            if ema is not None:
+                targets["ema"] = model.logits(x, ema)
+            if method.target == "tram-noise":
+                targets["noise"] = model.logits(x_noisy())
+
+        # 1. Pass 1 at w (on noised inputs for TRAM-Fisher).
+        logits = model.logits(x_noisy() if method.ascent == "tram-fisher" else x)
+        loss = F.cross_entropy(logits, y)
+        record["loss"] = float(loss)
+        r = regularizer(logits, x_noisy, targets)
+        if r is not None:
+            record["regularizer"] = float(r)
+            loss = loss + method["lambda"] * r
+        grads = backward(loss)
+
+        if method.ascent:
+            # Radius: fixed, or clamp(scale * d, 0, max_radius).
+            if method.target is None:
+                radius = method["gamma"] if method.ascent in ("fsam", "tram-fisher") else method["rho"]
+            else:
+                current = logits.detach()
+                with torch.no_grad():
+                    if method.target == "tram-fisher":
+                        # Pass 1 saw the noise: d = D(p_noised || p_clean).
+                        target, current = current, model.logits(x)
+                    else:
+                        target = targets[method.target.removeprefix("tram-")]
+                    d = float(divergence(target, current, method["divergence"], method["reduction"]))
+                record["d"] = d
+                radius = max(0.0, method["scale"] * d)
+                if method["max_radius"] is not None:
+                    radius = min(radius, method["max_radius"])
+            record["radius"] = [radius]
+            # 2. Ascent from an exact copy of w.
+            e, norm, skipped = perturbation(method, radius, model.params, grads)
+            record["ascent_norm"], record["ascent_skipped"] = norm, skipped
+            saved = model.snapshot()
+            with torch.no_grad():
+                for p, ei in zip(model.params, e or []):
+                    p.add_(ei)
+            # 3. Pass 2 at w + e on the clean inputs (the regularizer too).
+            logits2 = model.logits(x)
+            loss2 = F.cross_entropy(logits2, y)
+            r2 = regularizer(logits2, x_noisy, targets)
+            grads = backward(loss2 if r2 is None else loss2 + method["lambda"] * r2)
+            # 4. Exact restore (not w - e).
+            with torch.no_grad():
+                for p, s in zip(model.params, saved):
+                    p.copy_(s)
+
+        # The base steps with the last gradient in the gradient slots.
+        if previous is not None:
+            previous = model.snapshot()  # θ_{t-1} of the next step
+        for p, g in zip(model.params, grads):
+            p.grad = g
+        base_opt.step()
+        if ema is not None:
+            decay = method["ema_decay"]
+            ema = [decay * m + (1.0 - decay) * p.detach() for m, p in zip(ema, model.params)]
+        record["params"] = {name: p.detach().tolist() for name, p in zip(model.names, model.params)}
+        steps.append(record)
+    return {"method": method.name, "dtype": case["dtype"], "steps": steps}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("case")
+    parser.add_argument("-o", "--output")
+    args = parser.parse_args(argv)
+    try:
+        with open(args.case) as f:
+            case = json.load(f)
+        trace = run(case)
+    except (CaseError, KeyError, TypeError, ValueError, OSError) as error:
+        what = f"missing field {error}" if isinstance(error, KeyError) else str(error)
+        print(f"reference.py: {args.case}: {what}", file=sys.stderr)
+        return 2
+    text = json.dumps(trace, indent=1)
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(text + "\n")
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
