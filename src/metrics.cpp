@@ -243,12 +243,18 @@ SharpnessResult epsilon_sharpness(torch::nn::Module& model,
       for (int64_t micro = 0; micro < options.accumulation(); ++micro) {
         const int64_t batch = next_batch;
         next_batch = (next_batch + 1) % num_batches;
-        torch::Tensor loss = checked_loss(batch_loss, batch);
+        torch::Tensor loss;
+        {
+          // Callers often measure from an evaluation routine under no-grad;
+          // the ascent needs the graph regardless.
+          torch::AutoGradMode enable_grad(true);
+          loss = checked_loss(batch_loss, batch).reshape({});
+        }
         TORCH_CHECK(loss.requires_grad(), kSharpnessName, "batch_loss(", batch,
-                    ") returned a loss without autograd graph; compute it with grad "
-                    "enabled (no NoGradGuard, no .detach()) from the model's parameters");
+                    ") returned a loss without autograd graph; compute it from the model's "
+                    "parameters without .detach() or a NoGradGuard of its own");
         std::vector<torch::Tensor> grads =
-            torch::autograd::grad({loss.reshape({})}, params, /*grad_outputs=*/{},
+            torch::autograd::grad({loss}, params, /*grad_outputs=*/{},
                                   /*retain_graph=*/false, /*create_graph=*/false,
                                   /*allow_unused=*/true);
         torch::NoGradGuard no_grad;

@@ -95,10 +95,11 @@ struct SharpnessResult {
 //
 // batch_loss(i), 0 <= i < num_batches, runs the model on evaluation batch i
 // and returns its mean loss (non-negative, e.g. cross-entropy) as a
-// one-element tensor *with* its autograd graph (do not wrap it in
-// NoGradGuard; the function disables grad itself when it only needs the
-// value). L(w) is the plain mean over batches, so give the batches equal
-// sizes (or weight the returned losses accordingly).
+// one-element tensor *with* its autograd graph (no NoGradGuard or detach
+// inside it; epsilon_sharpness enables grad for the ascent, so it may itself
+// be called under no-grad, and disables grad where it only needs values).
+// L(w) is the plain mean over batches, so give the batches equal sizes (or
+// weight the returned losses accordingly).
 //
 // Procedure (SPEC 6):
 //   1. base_loss = L(w), every batch once, under no-grad.
