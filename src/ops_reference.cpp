@@ -78,9 +78,8 @@ std::pair<Tensor, Tensor> kl_logit_gradients(const Tensor& log_p, const Tensor& 
                                              const Tensor& kl_rows) {
   const Tensor p = log_p.exp();
   const Tensor q = log_q.exp();
-  const Tensor wrt_p_logits =
-      torch::where(p == 0, torch::zeros({}, p.options()),
-                   p * ((log_p - log_q) - kl_rows.unsqueeze(-1)));
+  const Tensor wrt_p_logits = torch::where(p == 0, torch::zeros({}, p.options()),
+                                           p * ((log_p - log_q) - kl_rows.unsqueeze(-1)));
   return {wrt_p_logits, q - p};
 }
 
@@ -102,9 +101,11 @@ RowDivergences reference_divergence_rows_forward(const Tensor& target_rows,
 
 // Returns the gradients with respect to target_rows and current_rows (in
 // their dtypes) given dLoss/dD per row (`row_grads`, [rows]).
-std::pair<Tensor, Tensor> reference_divergence_rows_backward(
-    const Tensor& target_rows, const Tensor& current_rows, const Tensor& valid_rows,
-    const RowDivergences& rows, const Tensor& row_grads) {
+std::pair<Tensor, Tensor> reference_divergence_rows_backward(const Tensor& target_rows,
+                                                             const Tensor& current_rows,
+                                                             const Tensor& valid_rows,
+                                                             const RowDivergences& rows,
+                                                             const Tensor& row_grads) {
   const auto dtype = divergence_dtype(target_rows, current_rows);
   // Recomputed rather than saved: saving two [rows, classes] fp32 tensors
   // would cost more memory than the logits themselves for fp16 models.
@@ -139,8 +140,7 @@ std::pair<Tensor, Tensor> divergence_rows_backward(const Tensor& target_rows,
                                                    const Tensor& valid_rows,
                                                    const RowDivergences& rows,
                                                    const Tensor& row_grads) {
-  return reference_divergence_rows_backward(target_rows, current_rows, valid_rows, rows,
-                                            row_grads);
+  return reference_divergence_rows_backward(target_rows, current_rows, valid_rows, rows, row_grads);
 }
 
 // Logits [rows, classes] -> per-row divergences [rows] without a
@@ -150,16 +150,16 @@ std::pair<Tensor, Tensor> divergence_rows_backward(const Tensor& target_rows,
 // undefined tensors as inputs.
 class DivergenceFunction : public torch::autograd::Function<DivergenceFunction> {
  public:
-  static Tensor forward(AutogradContext* ctx, const Tensor& target_rows,
-                        const Tensor& current_rows, const std::optional<Tensor>& mask_rows,
+  static Tensor forward(AutogradContext* ctx, const Tensor& target_rows, const Tensor& current_rows,
+                        const std::optional<Tensor>& mask_rows,
                         const std::optional<Tensor>& reduction_weight_or_none,
                         Divergence divergence) {
     const Tensor valid_rows = mask_rows.value_or(Tensor());
     const Tensor reduction_weight = reduction_weight_or_none.value_or(Tensor());
     const RowDivergences rows =
         divergence_rows_forward(target_rows, current_rows, valid_rows, divergence);
-    ctx->save_for_backward(
-        {target_rows, current_rows, valid_rows, reduction_weight, rows.forward_kl, rows.reverse_kl});
+    ctx->save_for_backward({target_rows, current_rows, valid_rows, reduction_weight,
+                            rows.forward_kl, rows.reverse_kl});
     const Tensor per_row = rows.total();
     return reduction_weight.defined() ? per_row.sum() * reduction_weight : per_row;
   }
@@ -192,8 +192,8 @@ void check_logits(const Tensor& logits, const char* name) {
               "; convert it with .to(torch::kFloat)");
   TORCH_CHECK(logits.dim() >= 1, kDivergenceOp, name,
               " is 0-dim; logits need a last dimension indexing the classes, shape [..., classes]");
-  TORCH_CHECK(logits.size(-1) > 0, kDivergenceOp, name, " has zero classes (shape ",
-              logits.sizes(), "); the last dimension must index at least one class");
+  TORCH_CHECK(logits.size(-1) > 0, kDivergenceOp, name, " has zero classes (shape ", logits.sizes(),
+              "); the last dimension must index at least one class");
 }
 
 // The mask as a [rows] bool tensor (nonzero = valid), or undefined.
@@ -220,10 +220,8 @@ Tensor reduction_weight(Reduction reduction, const Tensor& valid_rows, const Ten
                         const torch::TensorOptions& options) {
   const int64_t rows = logits.numel() / logits.size(-1);
   switch (reduction) {
-    case Reduction::kNone:
-      return Tensor();
-    case Reduction::kSum:
-      return torch::ones({}, options);
+    case Reduction::kNone: return Tensor();
+    case Reduction::kSum: return torch::ones({}, options);
     case Reduction::kMean:
       if (valid_rows.defined()) {
         // With no valid row the sum is 0, so clamping the count gives 0, not NaN.
@@ -245,7 +243,9 @@ Tensor reduction_weight(Reduction reduction, const Tensor& valid_rows, const Ten
 // Multi-tensor ascent (SPEC 2)
 // ===========================================================================
 
-bool uses_eta(Scaling scaling) { return scaling != Scaling::kIdentity && scaling != Scaling::kReleasedIdentity; }
+bool uses_eta(Scaling scaling) {
+  return scaling != Scaling::kIdentity && scaling != Scaling::kReleasedIdentity;
+}
 
 void check_float_tensor(const char* op, const char* list, size_t i, const Tensor& t) {
   TORCH_CHECK(t.defined(), op, ": ", list, "[", i,
@@ -261,8 +261,8 @@ void check_float_tensor(const char* op, const char* list, size_t i, const Tensor
 // combine them element-wise and write without conversion.
 void check_parallel_lists(const char* op, const char* reference_name, torch::TensorList reference,
                           const char* other_name, torch::TensorList other) {
-  TORCH_CHECK(reference.size() == other.size(), op, ": ", reference_name, " has ",
-              reference.size(), " tensors but ", other_name, " has ", other.size(),
+  TORCH_CHECK(reference.size() == other.size(), op, ": ", reference_name, " has ", reference.size(),
+              " tensors but ", other_name, " has ", other.size(),
               "; pass parallel lists of the same length");
   for (size_t i = 0; i < reference.size(); ++i) {
     check_float_tensor(op, reference_name, i, reference[i]);
@@ -270,8 +270,8 @@ void check_parallel_lists(const char* op, const char* reference_name, torch::Ten
     TORCH_CHECK(reference[i].sizes() == other[i].sizes(), op, ": ", reference_name, "[", i,
                 "] has shape ", reference[i].sizes(), " but ", other_name, "[", i, "] has shape ",
                 other[i].sizes(), "; the lists must pair tensors of equal shapes");
-    TORCH_CHECK(reference[i].scalar_type() == other[i].scalar_type(), op, ": ", reference_name,
-                "[", i, "] is ", reference[i].scalar_type(), " but ", other_name, "[", i, "] is ",
+    TORCH_CHECK(reference[i].scalar_type() == other[i].scalar_type(), op, ": ", reference_name, "[",
+                i, "] is ", reference[i].scalar_type(), " but ", other_name, "[", i, "] is ",
                 other[i].scalar_type(), "; the paired tensors must have the same dtype");
     TORCH_CHECK(reference[i].device() == other[i].device(), op, ": ", reference_name, "[", i,
                 "] is on ", reference[i].device(), " but ", other_name, "[", i, "] is on ",
@@ -336,14 +336,16 @@ std::vector<Tensor> to_opmath(std::vector<Tensor> tensors) {
 }
 
 // T = |w| + eta
-std::vector<Tensor> adaptive_scale(const std::vector<Tensor>& w, torch::ArrayRef<torch::Scalar> eta) {
+std::vector<Tensor> adaptive_scale(const std::vector<Tensor>& w,
+                                   torch::ArrayRef<torch::Scalar> eta) {
   std::vector<Tensor> scale = torch::_foreach_abs(w);
   torch::_foreach_add_(scale, eta);
   return scale;
 }
 
 // f = 1 + eta g^2
-std::vector<Tensor> fisher_damping(const std::vector<Tensor>& g, torch::ArrayRef<torch::Scalar> eta) {
+std::vector<Tensor> fisher_damping(const std::vector<Tensor>& g,
+                                   torch::ArrayRef<torch::Scalar> eta) {
   std::vector<Tensor> damping = torch::_foreach_mul(g, g);
   torch::_foreach_mul_(damping, eta);
   torch::_foreach_add_(damping, 1.0);
@@ -357,8 +359,7 @@ std::vector<Tensor> norm_operands(Scaling scaling, const std::vector<Tensor>& w,
                                   torch::ArrayRef<torch::Scalar> eta) {
   switch (scaling) {
     case Scaling::kIdentity:
-    case Scaling::kReleasedIdentity:
-      return g;
+    case Scaling::kReleasedIdentity: return g;
     case Scaling::kAdaptive:
     case Scaling::kReleasedAdaptive: {
       std::vector<Tensor> scaled = adaptive_scale(w, eta);
@@ -407,8 +408,8 @@ void ascend_into(torch::TensorList out, torch::TensorList sources, torch::Tensor
   for (const auto& group : group_by_device_and_dtype(out)) {
     const std::vector<Tensor> w = to_opmath(pick(sources, group));
     const std::vector<Tensor> g = to_opmath(pick(grads, group));
-    const std::vector<torch::Scalar> eta = uses_eta(spec.scaling) ? pick(spec.eta, group)
-                                                                  : std::vector<torch::Scalar>();
+    const std::vector<torch::Scalar> eta =
+        uses_eta(spec.scaling) ? pick(spec.eta, group) : std::vector<torch::Scalar>();
     std::vector<Tensor> shifted = perturbation(spec.scaling, w, g, eta, pick(spec.coef, group));
     torch::_foreach_add_(shifted, w);
     torch::_foreach_copy_(pick(out, group), shifted);
@@ -439,7 +440,8 @@ torch::Tensor trust_region_divergence(const torch::Tensor& target_logits,
               "target_logits is on ", target_logits.device(), " but current_logits is on ",
               current_logits.device(), "; move both to one device");
   const Tensor valid_rows = valid_rows_from_mask(mask, current_logits);
-  const auto options = current_logits.options().dtype(divergence_dtype(target_logits, current_logits));
+  const auto options =
+      current_logits.options().dtype(divergence_dtype(target_logits, current_logits));
   const Tensor weight = reduction_weight(reduction, valid_rows, current_logits, options);
   const int64_t classes = current_logits.size(-1);
   const auto optional = [](const Tensor& t) {
@@ -469,8 +471,8 @@ torch::Tensor squared_norm(torch::TensorList params, torch::TensorList grads,
   for (const auto& group : group_by_device_and_dtype(params)) {
     const std::vector<Tensor> w = to_opmath(pick(params, group));
     const std::vector<Tensor> g = to_opmath(pick(grads, group));
-    const std::vector<torch::Scalar> eta = uses_eta(spec.scaling) ? pick(spec.eta, group)
-                                                                  : std::vector<torch::Scalar>();
+    const std::vector<torch::Scalar> eta =
+        uses_eta(spec.scaling) ? pick(spec.eta, group) : std::vector<torch::Scalar>();
     const std::vector<Tensor> per_tensor =
         torch::_foreach_powsum(norm_operands(spec.scaling, w, g, eta), 2);
     total += torch::stack(per_tensor).sum().to(result_options);

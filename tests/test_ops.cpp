@@ -16,11 +16,11 @@
 
 namespace {
 
+using torch::Tensor;
 using tram::ops::AscentSpec;
 using tram::ops::Divergence;
 using tram::ops::Reduction;
 using tram::ops::Scaling;
-using torch::Tensor;
 
 const std::vector<Divergence> kDivergences = {Divergence::kForward, Divergence::kReverse,
                                               Divergence::kSymmetric};
@@ -28,8 +28,8 @@ const std::vector<Reduction> kReductions = {Reduction::kNone, Reduction::kMean, 
                                             Reduction::kLegacy};
 const std::vector<Scaling> kScalings = {Scaling::kIdentity, Scaling::kAdaptive, Scaling::kFisher,
                                         Scaling::kReleasedIdentity, Scaling::kReleasedAdaptive};
-const std::vector<torch::ScalarType> kFloatingDtypes = {torch::kDouble, torch::kFloat,
-                                                        torch::kHalf, torch::kBFloat16};
+const std::vector<torch::ScalarType> kFloatingDtypes = {torch::kDouble, torch::kFloat, torch::kHalf,
+                                                        torch::kBFloat16};
 constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
@@ -78,9 +78,10 @@ void expect_close(const Tensor& actual, const Tensor& expected, double rtol, dou
   const Tensor close = torch::isclose(a, e, rtol, atol);
   if (!close.all().item<bool>()) {
     const Tensor error = torch::where(close, torch::zeros_like(a), (a - e).abs());
-    ADD_FAILURE() << "not close (rtol " << rtol << ", atol " << atol << "): "
-                  << (~close).sum().item<int64_t>() << " of " << a.numel()
-                  << " elements differ, largest difference " << error.nan_to_num(kInf).max().item<double>()
+    ADD_FAILURE() << "not close (rtol " << rtol << ", atol " << atol
+                  << "): " << (~close).sum().item<int64_t>() << " of " << a.numel()
+                  << " elements differ, largest difference "
+                  << error.nan_to_num(kInf).max().item<double>()
                   << "\nactual:   " << a.flatten().slice(0, 0, 8)
                   << "\nexpected: " << e.flatten().slice(0, 0, 8);
   }
@@ -156,7 +157,8 @@ Tensor definition_divergence(const Tensor& target_logits, const Tensor& current_
   const Tensor target = target_logits.to(torch::kDouble).reshape({-1, classes}).contiguous();
   const Tensor current = current_logits.to(torch::kDouble).reshape({-1, classes}).contiguous();
   const int64_t rows = target.size(0);
-  const Tensor valid = mask.defined() ? (mask.reshape({-1}) != 0) : torch::ones({rows}, torch::kBool);
+  const Tensor valid =
+      mask.defined() ? (mask.reshape({-1}) != 0) : torch::ones({rows}, torch::kBool);
   auto per_row = torch::zeros({rows}, torch::kDouble);
   double sum = 0.0;
   int64_t valid_count = 0;
@@ -176,8 +178,7 @@ Tensor definition_divergence(const Tensor& target_logits, const Tensor& current_
       return per_row.reshape(target_logits.sizes().slice(0, target_logits.dim() - 1));
     case Reduction::kMean:
       return torch::tensor(valid_count > 0 ? sum / valid_count : 0.0, torch::kDouble);
-    case Reduction::kSum:
-      return torch::tensor(sum, torch::kDouble);
+    case Reduction::kSum: return torch::tensor(sum, torch::kDouble);
     case Reduction::kLegacy: {
       const double batch = target_logits.dim() >= 2 ? target_logits.size(0) : 1;
       return torch::tensor(sum / target_logits.numel() / batch, torch::kDouble);
@@ -257,11 +258,11 @@ TEST(TrustRegionDivergence, MatchesFloat64DefinitionForEveryDirectionReductionDt
           for (const auto reduction : kReductions) {
             SCOPED_TRACE(describe(logits.target) + " " + name(divergence) + " " + name(reduction) +
                          (mask.defined() ? " masked " + describe(mask) : ""));
-            const Tensor result = tram::ops::trust_region_divergence(
-                logits.target, logits.current, divergence, reduction, mask);
+            const Tensor result = tram::ops::trust_region_divergence(logits.target, logits.current,
+                                                                     divergence, reduction, mask);
             EXPECT_EQ(result.scalar_type(), result_dtype);
-            const Tensor expected = definition_divergence(logits.target, logits.current,
-                                                          divergence, reduction, mask);
+            const Tensor expected =
+                definition_divergence(logits.target, logits.current, divergence, reduction, mask);
             expect_close_relative_to_scale(result, expected, rtol);
           }
         }
@@ -275,10 +276,10 @@ TEST(TrustRegionDivergence, DefaultsAreForwardKlMeanOverRows) {
   const auto logits = random_logits({6, 11}, torch::kFloat);
   const Tensor result = tram::ops::trust_region_divergence(logits.target, logits.current);
   EXPECT_EQ(result.dim(), 0);
-  expect_close(result,
-               definition_divergence(logits.target, logits.current, Divergence::kForward,
-                                     Reduction::kMean),
-               1e-5, 0.0);
+  expect_close(
+      result,
+      definition_divergence(logits.target, logits.current, Divergence::kForward, Reduction::kMean),
+      1e-5, 0.0);
 }
 
 TEST(TrustRegionDivergence, HandlesLogitsOfMagnitude1e4) {
@@ -297,9 +298,8 @@ TEST(TrustRegionDivergence, HandlesLogitsOfMagnitude1e4) {
         const Tensor c = current.to(dtype);
         const Tensor result = tram::ops::trust_region_divergence(t, c, divergence, reduction);
         EXPECT_TRUE(torch::isfinite(result).all().item<bool>());
-        expect_close_relative_to_scale(
-            result, definition_divergence(t, c, divergence, reduction),
-            dtype == torch::kDouble ? 1e-12 : 1e-5);
+        expect_close_relative_to_scale(result, definition_divergence(t, c, divergence, reduction),
+                                       dtype == torch::kDouble ? 1e-12 : 1e-5);
       }
     }
   }
@@ -328,12 +328,14 @@ TEST(TrustRegionDivergence, TargetClassesWithNegativeInfinityContributeZero) {
     }
     // Current puts mass on them: KL(target || current) is finite (p_t = 0
     // there), KL(current || target) is +inf, which is the true value.
-    const Tensor current_wider = torch::cat({kept.current, torch::zeros({6, 2}, torch::kDouble)}, -1);
+    const Tensor current_wider =
+        torch::cat({kept.current, torch::zeros({6, 2}, torch::kDouble)}, -1);
     const Tensor forward = tram::ops::trust_region_divergence(
         target.to(dtype), current_wider.to(dtype), Divergence::kForward, Reduction::kNone);
-    expect_close(forward,
-                 definition_divergence(target, current_wider, Divergence::kForward, Reduction::kNone),
-                 rtol, 0.0);
+    expect_close(
+        forward,
+        definition_divergence(target, current_wider, Divergence::kForward, Reduction::kNone), rtol,
+        0.0);
     EXPECT_TRUE(torch::isfinite(forward).all().item<bool>());
     const Tensor reverse = tram::ops::trust_region_divergence(
         target.to(dtype), current_wider.to(dtype), Divergence::kReverse, Reduction::kNone);
@@ -399,7 +401,8 @@ TEST(TrustRegionDivergence, EmptyAndFullyMaskedBatchesGiveZero) {
     SCOPED_TRACE(name(divergence));
     for (const auto reduction : {Reduction::kMean, Reduction::kSum, Reduction::kLegacy}) {
       SCOPED_TRACE(name(reduction));
-      const Tensor empty = tram::ops::trust_region_divergence(no_rows, no_rows, divergence, reduction);
+      const Tensor empty =
+          tram::ops::trust_region_divergence(no_rows, no_rows, divergence, reduction);
       EXPECT_EQ(empty.dim(), 0);
       EXPECT_EQ(empty.item<double>(), 0.0);
       const Tensor masked = tram::ops::trust_region_divergence(
@@ -413,11 +416,11 @@ TEST(TrustRegionDivergence, EmptyAndFullyMaskedBatchesGiveZero) {
                   .sizes()
                   .vec(),
               std::vector<int64_t>({0}));
-    EXPECT_EQ(tram::ops::trust_region_divergence(no_positions, no_positions, divergence,
-                                                 Reduction::kNone)
-                  .sizes()
-                  .vec(),
-              std::vector<int64_t>({2, 0}));
+    EXPECT_EQ(
+        tram::ops::trust_region_divergence(no_positions, no_positions, divergence, Reduction::kNone)
+            .sizes()
+            .vec(),
+        std::vector<int64_t>({2, 0}));
   }
 }
 
@@ -432,8 +435,8 @@ TEST(TrustRegionDivergence, OneDimensionalLogitsAreASingleRow) {
                         .item<double>();
   EXPECT_NEAR(per_row.item<double>(), kl, 1e-12 * kl);
   // Legacy: numel = classes and the "batch" is one row.
-  const Tensor legacy = tram::ops::trust_region_divergence(logits.target, logits.current,
-                                                           Divergence::kForward, Reduction::kLegacy);
+  const Tensor legacy = tram::ops::trust_region_divergence(
+      logits.target, logits.current, Divergence::kForward, Reduction::kLegacy);
   EXPECT_NEAR(legacy.item<double>(), kl / 9.0, 1e-12 * kl);
 }
 
@@ -480,16 +483,16 @@ TEST(TrustRegionDivergence, BackwardMatchesAutogradOfCompositeInFloat64) {
         for (const auto reduction : kReductions) {
           SCOPED_TRACE(describe(logits.target) + " " + name(divergence) + " " + name(reduction) +
                        (mask.defined() ? " masked" : ""));
-          const Tensor probe = composite_divergence(logits.target, logits.current, divergence,
-                                                    reduction, mask);
+          const Tensor probe =
+              composite_divergence(logits.target, logits.current, divergence, reduction, mask);
           const Tensor upstream = random_upstream(probe);
           const Gradients op =
               op_gradients(logits.target, logits.current, divergence, reduction, mask, upstream);
 
           const Tensor target_leaf = logits.target.clone().requires_grad_();
           const Tensor current_leaf = logits.current.clone().requires_grad_();
-          const Tensor composite = composite_divergence(target_leaf, current_leaf, divergence,
-                                                        reduction, mask);
+          const Tensor composite =
+              composite_divergence(target_leaf, current_leaf, divergence, reduction, mask);
           const auto expected =
               torch::autograd::grad({composite}, {target_leaf, current_leaf}, {upstream});
           EXPECT_EQ(op.target.scalar_type(), torch::kDouble);
@@ -521,10 +524,10 @@ TEST(TrustRegionDivergence, BackwardMatchesCentralFiniteDifferences) {
               .sum()
               .item<double>();
         };
-        const Gradients analytic = op_gradients(logits.target, logits.current, divergence,
-                                                reduction, row_mask, upstream);
-        const double scale =
-            std::max(analytic.target.abs().max().item<double>(), analytic.current.abs().max().item<double>());
+        const Gradients analytic =
+            op_gradients(logits.target, logits.current, divergence, reduction, row_mask, upstream);
+        const double scale = std::max(analytic.target.abs().max().item<double>(),
+                                      analytic.current.abs().max().item<double>());
         for (const bool wrt_target : {true, false}) {
           const Tensor& grad = wrt_target ? analytic.target : analytic.current;
           const Tensor flat_grad = grad.reshape({-1});
@@ -555,16 +558,18 @@ TEST(TrustRegionDivergence, GradientsHaveInputDtypesAndMatchFloat64) {
   // (target dtype, current dtype): a no-grad fp32 target against bf16 logits
   // is how mixed-precision training calls it.
   const std::vector<std::pair<torch::ScalarType, torch::ScalarType>> dtype_pairs = {
-      {torch::kFloat, torch::kFloat}, {torch::kHalf, torch::kHalf},
-      {torch::kBFloat16, torch::kBFloat16}, {torch::kFloat, torch::kBFloat16}};
+      {torch::kFloat, torch::kFloat},
+      {torch::kHalf, torch::kHalf},
+      {torch::kBFloat16, torch::kBFloat16},
+      {torch::kFloat, torch::kBFloat16}};
   for (const auto& [target_dtype, current_dtype] : dtype_pairs) {
     const auto logits = random_logits(shape, torch::kDouble);
     const Tensor target = logits.target.to(target_dtype);
     const Tensor current = logits.current.to(current_dtype);
     for (const auto divergence : kDivergences) {
       for (const auto reduction : kReductions) {
-        SCOPED_TRACE(std::string(c10::toString(target_dtype)) + "/" +
-                     c10::toString(current_dtype) + " " + name(divergence) + " " + name(reduction));
+        SCOPED_TRACE(std::string(c10::toString(target_dtype)) + "/" + c10::toString(current_dtype) +
+                     " " + name(divergence) + " " + name(reduction));
         const Tensor probe =
             tram::ops::trust_region_divergence(target, current, divergence, reduction, mask);
         EXPECT_EQ(probe.scalar_type(), torch::kFloat);
@@ -574,9 +579,9 @@ TEST(TrustRegionDivergence, GradientsHaveInputDtypesAndMatchFloat64) {
         EXPECT_EQ(op.current.scalar_type(), current_dtype);
         // Reference: fp64 gradients of the same rounded logits; the op is off
         // by the final rounding to the input dtype (1 ulp = 2^-10 fp16, 2^-7 bf16).
-        const Gradients exact = op_gradients(target.to(torch::kDouble), current.to(torch::kDouble),
-                                             divergence, reduction, mask,
-                                             upstream.to(torch::kDouble));
+        const Gradients exact =
+            op_gradients(target.to(torch::kDouble), current.to(torch::kDouble), divergence,
+                         reduction, mask, upstream.to(torch::kDouble));
         // fp16 gradients of the legacy reduction are subnormal (step 2^-24).
         const auto tolerance = [](torch::ScalarType dtype) {
           return dtype == torch::kHalf ? 1e-3 : dtype == torch::kBFloat16 ? 8e-3 : 1e-5;
@@ -620,7 +625,8 @@ TEST(TrustRegionDivergence, RejectsInvalidInputsWithActionableMessages) {
       tram::ops::trust_region_divergence(t, c, Divergence::kForward, Reduction::kMean, mask);
     };
   };
-  expect_error_mentioning(call(logits, torch::randn({4, 5})), {op, "[4, 6]", "[4, 5]", "same batch"});
+  expect_error_mentioning(call(logits, torch::randn({4, 5})),
+                          {op, "[4, 6]", "[4, 5]", "same batch"});
   expect_error_mentioning(call(logits, logits, torch::ones({6}, torch::kBool)),
                           {op, "mask has shape [6]", "one mask entry per prediction row"});
   expect_error_mentioning(call(torch::ones({4, 6}, torch::kLong), logits),
@@ -663,7 +669,8 @@ double expected_squared_norm_term(Scaling scaling, const Tensor& w, const Tensor
 
 // A tensor of `shape` that is a strided view when `non_contiguous` (every
 // other element of a wider tensor, then transposed if 2-D).
-Tensor make_tensor(const std::vector<int64_t>& shape, torch::ScalarType dtype, bool non_contiguous) {
+Tensor make_tensor(const std::vector<int64_t>& shape, torch::ScalarType dtype,
+                   bool non_contiguous) {
   if (!non_contiguous) return torch::randn(shape, torch::kDouble).to(dtype);
   const bool transpose = shape.size() == 2;
   std::vector<int64_t> wider = transpose ? std::vector<int64_t>{shape[1], shape[0]} : shape;
@@ -682,7 +689,8 @@ struct AscentCase {
 
 AscentCase make_ascent_case(Scaling scaling, torch::ScalarType dtype) {
   const std::vector<std::pair<std::vector<int64_t>, bool>> layouts = {
-      {{1}, false}, {{7}, false}, {{1023}, false}, {{33, 31}, true}, {{5, 9}, true}, {{4, 3, 2}, false}};
+      {{1}, false},     {{7}, false},   {{1023}, false},
+      {{33, 31}, true}, {{5, 9}, true}, {{4, 3, 2}, false}};
   const std::vector<double> etas = {0.0, 0.01, 0.1, 0.5, 1.0, 0.02};
   const std::vector<double> coefs = {0.3, -0.7, 1.5, 0.05, 2.0, -0.01};
   AscentCase c;
@@ -755,7 +763,8 @@ TEST(MultiTensorAscent, SquaredNormOfMixedDtypesAccumulatesInFloat64) {
                                       torch::randn({7}).to(torch::kHalf), torch::randn({2}),
                                       torch::randn({4}).to(torch::kBFloat16)};
   std::vector<Tensor> grads;
-  for (const auto& p : params) grads.push_back(torch::randn(p.sizes(), torch::kDouble).to(p.scalar_type()));
+  for (const auto& p : params)
+    grads.push_back(torch::randn(p.sizes(), torch::kDouble).to(p.scalar_type()));
   AscentSpec spec;
   spec.scaling = Scaling::kAdaptive;
   spec.eta = {0.1, 0.2, 0.3, 0.4, 0.5};
@@ -836,7 +845,8 @@ TEST(MultiTensorAscent, ReleasedScalingsDoNotFollowTheGradient) {
   spec.scaling = Scaling::kReleasedAdaptive;
   tram::ops::ascend_from(out, w, zero_grad, spec);
   // T = |w| + 0.5 = {2.5, 0.5, 3.5}; e = 0.25 T^2.
-  EXPECT_TRUE(torch::allclose(out[0], torch::tensor({-2.0 + 1.5625, 0.0625, 3.0 + 3.0625}, torch::kDouble)))
+  EXPECT_TRUE(
+      torch::allclose(out[0], torch::tensor({-2.0 + 1.5625, 0.0625, 3.0 + 3.0625}, torch::kDouble)))
       << out[0];
   for (const auto scaling : {Scaling::kIdentity, Scaling::kAdaptive, Scaling::kFisher}) {
     spec.scaling = scaling;
@@ -847,7 +857,8 @@ TEST(MultiTensorAscent, ReleasedScalingsDoNotFollowTheGradient) {
 
 TEST(MultiTensorAscent, WorksOnLeavesThatRequireGrad) {
   torch::manual_seed(24);
-  std::vector<Tensor> params = {torch::randn({4}).requires_grad_(), torch::randn({2, 3}).requires_grad_()};
+  std::vector<Tensor> params = {torch::randn({4}).requires_grad_(),
+                                torch::randn({2, 3}).requires_grad_()};
   const std::vector<Tensor> original = {params[0].detach().clone(), params[1].detach().clone()};
   const std::vector<Tensor> grads = {torch::randn({4}), torch::randn({2, 3})};
   std::vector<Tensor> backups = {torch::empty({4}), torch::empty({2, 3})};
@@ -862,7 +873,8 @@ TEST(MultiTensorAscent, WorksOnLeavesThatRequireGrad) {
     EXPECT_TRUE(params[i].requires_grad());
     EXPECT_FALSE(backups[i].requires_grad());
     EXPECT_TRUE(same_bits(backups[i], original[i]));
-    expect_ascended(params[i].detach(), original[i], grads[i], spec.scaling, spec.eta[i], spec.coef[i]);
+    expect_ascended(params[i].detach(), original[i], grads[i], spec.scaling, spec.eta[i],
+                    spec.coef[i]);
   }
   ASSERT_NO_THROW(tram::ops::copy(params, backups));
   ASSERT_NO_THROW(tram::ops::swap(params, backups));
@@ -886,7 +898,8 @@ TEST(MultiTensorAscent, RejectsMismatchedListsWithActionableMessages) {
   const std::vector<Tensor> two = {torch::randn({3}), torch::randn({2, 2})};
   const std::vector<Tensor> one = {torch::randn({3})};
   const std::vector<Tensor> reshaped = {torch::randn({3}), torch::randn({4})};
-  const std::vector<Tensor> as_double = {torch::randn({3}, torch::kDouble), torch::randn({2, 2}, torch::kDouble)};
+  const std::vector<Tensor> as_double = {torch::randn({3}, torch::kDouble),
+                                         torch::randn({2, 2}, torch::kDouble)};
   AscentSpec spec;
   spec.scaling = Scaling::kAdaptive;
   spec.eta = {0.01, 0.01};
@@ -899,12 +912,14 @@ TEST(MultiTensorAscent, RejectsMismatchedListsWithActionableMessages) {
                           {"tram::ops::squared_norm", "same dtype"});
   AscentSpec short_eta = spec;
   short_eta.eta = {0.01};
-  expect_error_mentioning([&] { tram::ops::squared_norm(two, two, short_eta); },
-                          {"tram::ops::squared_norm", "spec.eta has 1 values but there are 2 tensors"});
+  expect_error_mentioning(
+      [&] { tram::ops::squared_norm(two, two, short_eta); },
+      {"tram::ops::squared_norm", "spec.eta has 1 values but there are 2 tensors"});
   AscentSpec no_coef = spec;
   no_coef.coef.clear();
-  expect_error_mentioning([&] { tram::ops::ascend_with_backup(clones(two), two, clones(two), no_coef); },
-                          {"tram::ops::ascend_with_backup", "spec.coef has 0 values"});
+  expect_error_mentioning(
+      [&] { tram::ops::ascend_with_backup(clones(two), two, clones(two), no_coef); },
+      {"tram::ops::ascend_with_backup", "spec.coef has 0 values"});
   expect_error_mentioning([&] { tram::ops::ascend_with_backup(clones(two), two, one, spec); },
                           {"tram::ops::ascend_with_backup", "backups has 1"});
   expect_error_mentioning([&] { tram::ops::ascend_from(clones(two), reshaped, two, spec); },
@@ -914,7 +929,9 @@ TEST(MultiTensorAscent, RejectsMismatchedListsWithActionableMessages) {
   expect_error_mentioning([&] { tram::ops::swap(clones(two), one); },
                           {"tram::ops::swap", "a has 2 tensors but b has 1"});
   expect_error_mentioning(
-      [&] { tram::ops::copy({torch::zeros({3}, torch::kLong)}, {torch::zeros({3}, torch::kLong)}); },
+      [&] {
+        tram::ops::copy({torch::zeros({3}, torch::kLong)}, {torch::zeros({3}, torch::kLong)});
+      },
       {"tram::ops::copy", "dst[0] must be floating point", "Long"});
   expect_error_mentioning([&] { tram::ops::squared_norm({Tensor()}, {torch::zeros({1})}, spec); },
                           {"tram::ops::squared_norm", "params[0] is undefined"});
@@ -927,10 +944,11 @@ TEST(MultiTensorAscent, RejectsMismatchedListsWithActionableMessages) {
 // Values a bit-exact copy must keep: signed zeros, infinities, a NaN with a
 // payload, a subnormal, and a value that is not a short decimal.
 Tensor special_values(torch::ScalarType dtype) {
-  Tensor values = torch::tensor({0.0, -0.0, kInf, -kInf, kNaN, 1e-40, 1.0 / 3.0, -7.25},
-                                torch::kDouble)
-                      .to(dtype);
-  if (dtype == torch::kFloat) values[4] = torch::tensor({0x7fc00123}, torch::kInt32).view(torch::kFloat)[0];
+  Tensor values =
+      torch::tensor({0.0, -0.0, kInf, -kInf, kNaN, 1e-40, 1.0 / 3.0, -7.25}, torch::kDouble)
+          .to(dtype);
+  if (dtype == torch::kFloat)
+    values[4] = torch::tensor({0x7fc00123}, torch::kInt32).view(torch::kFloat)[0];
   return values;
 }
 

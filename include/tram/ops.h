@@ -41,8 +41,10 @@ enum class Reduction {
 // logits.shape[:-1] (bool, or any dtype where nonzero = valid) and excludes
 // rows such as padding. A row whose logits contain -inf entries is fine
 // (those classes have probability 0); a masked row may hold anything.
-// The result is fp32 (fp64 for fp64 inputs) and differentiable with respect
-// to both logit tensors (used by the TRPO/R3F/MESA regularizers).
+// The two tensors may differ in dtype (e.g. an fp32 target and bf16 current
+// logits). 1-D logits are one row. The result is fp32 (fp64 when either input
+// is fp64) and differentiable with respect to both logit tensors (used by the
+// TRPO/R3F/MESA regularizers).
 torch::Tensor trust_region_divergence(const torch::Tensor& target_logits,
                                       const torch::Tensor& current_logits,
                                       Divergence divergence = Divergence::kForward,
@@ -63,8 +65,11 @@ enum class Scaling {
 };
 
 // Per-tensor parameters of the ascent. `eta[i]` is the adaptive offset (or
-// the Fisher damping eta_f) of tensor i; `coef[i]` the factor
-// radius / norm of tensor i's group (unused by squared_norm).
+// the Fisher damping eta_f) of tensor i (may be empty for the identity
+// kinds); `coef[i]` the factor radius / norm of tensor i's group (may be
+// empty for squared_norm). The coefficients are host numbers: the engine
+// reads the norm once per step anyway, to skip non-finite ascents and to
+// report it.
 struct AscentSpec {
   Scaling scaling = Scaling::kIdentity;
   std::vector<double> eta;
@@ -78,7 +83,8 @@ torch::Tensor squared_norm(torch::TensorList params, torch::TensorList grads,
                            const AscentSpec& spec);
 
 // backups[i] = params[i]; params[i] += coef[i] * direction(params[i], grads[i]).
-// One pass over memory; backups must have the shapes and dtypes of params.
+// Backups must have the shapes and dtypes of params. (The CUDA version does
+// this in one pass over memory; the reference uses temporaries.)
 void ascend_with_backup(torch::TensorList params, torch::TensorList grads,
                         torch::TensorList backups, const AscentSpec& spec);
 
@@ -88,7 +94,8 @@ void ascend_with_backup(torch::TensorList params, torch::TensorList grads,
 void ascend_from(torch::TensorList params, torch::TensorList sources,
                  torch::TensorList grads, const AscentSpec& spec);
 
-// dst[i] = src[i], bit-exact (the restore after the second pass).
+// dst[i] = src[i], bit-exact (the restore after the second pass). Each pair
+// has one dtype and device (also for swap).
 void copy(torch::TensorList dst, torch::TensorList src);
 
 // Exchange the contents of a[i] and b[i] in place (TRAM-θt-1 memory trick).
