@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building tram needs, idempotently and quietly when done:
-#   - Debian packages: a C++ toolchain, CMake, GoogleTest, nlohmann-json.
+#   - Debian packages: a C++ toolchain, CMake, GoogleTest, nlohmann-json,
+#     SentencePiece (the XLM-R tokenizer of the examples).
 #   - LibTorch: the torch 2.11.0 wheel from PyPI in a project-local venv (.venv),
 #     unless a python3 that already imports torch 2.x is present (the GPU
 #     machines have one, with CUDA, and no network): then that torch is used.
@@ -25,7 +26,7 @@ log() { echo "setup: $*" >&2; }
 
 # --- Debian packages ---------------------------------------------------------
 need_pkgs=()
-for pkg in g++ cmake make libgtest-dev nlohmann-json3-dev python3-venv; do
+for pkg in g++ cmake make pkg-config libgtest-dev nlohmann-json3-dev libsentencepiece-dev python3-venv; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$pkg")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
