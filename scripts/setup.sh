@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building tram needs, idempotently and quietly when done:
 #   - Debian packages: a C++ toolchain, CMake, GoogleTest, nlohmann-json,
-#     SentencePiece (the XLM-R tokenizer of the examples).
+#     SentencePiece (the XLM-R tokenizer of the examples), Gloo headers (the
+#     data-parallel backend compiled into LibTorch), zlib.
 #   - LibTorch: the torch 2.11.0 wheel from PyPI in a project-local venv (.venv),
 #     unless a python3 that already imports torch 2.x is present (the GPU
 #     machines have one, with CUDA, and no network): then that torch is used.
@@ -26,7 +27,7 @@ log() { echo "setup: $*" >&2; }
 
 # --- Debian packages ---------------------------------------------------------
 need_pkgs=()
-for pkg in g++ cmake make pkg-config libgtest-dev nlohmann-json3-dev libsentencepiece-dev python3-venv; do
+for pkg in g++ cmake make pkg-config libgtest-dev nlohmann-json3-dev libsentencepiece-dev libgloo-dev zlib1g-dev python3-venv; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$pkg")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then

@@ -8,8 +8,11 @@
 #include <torch/serialize/archive.h>
 
 #include <c10/util/ScopeExit.h>
+#include <torch/csrc/distributed/c10d/Backend.hpp>
+#include <torch/nn/utils/clip_grad.h>
 
 #include <cmath>
+#include <map>
 #include <string>
 #include <utility>
 
@@ -68,28 +71,46 @@ class EvalModeScope {
   std::vector<std::pair<std::shared_ptr<torch::nn::Module>, bool>> modes_;
 };
 
-// Passes after the first must not update running statistics (BatchNorm):
-// the buffers are saved after pass 1 and put back when the step ends.
+// Passes after the first must not update running statistics (BatchNorm).
+// The buffers are saved before such a pass and put back after the backward
+// that follows it: putting them back right after the forward would modify
+// tensors the backward of batch norm still needs.
 class BufferSnapshot {
  public:
   void take(torch::nn::Module* module) {
-    if (module == nullptr) return;
+    if (module == nullptr || taken_) return;
     torch::NoGradGuard no_grad;
     buffers_ = module->buffers(/*recurse=*/true);
     for (const auto& b : buffers_) copies_.push_back(b.defined() ? b.clone() : Tensor());
+    taken_ = true;
   }
   void put_back() {
+    if (!taken_) return;
     torch::NoGradGuard no_grad;
     for (size_t i = 0; i < buffers_.size(); ++i) {
       if (copies_[i].defined()) buffers_[i].copy_(copies_[i]);
     }
     buffers_.clear();
     copies_.clear();
+    taken_ = false;
   }
 
  private:
   std::vector<Tensor> buffers_, copies_;
+  bool taken_ = false;
 };
+
+// Runs one collective and waits for it. A rank that died or timed out makes
+// the others fail here, with the process group's own reason attached.
+template <class Start>
+void collective(const std::string& method, const char* what, Start&& start) {
+  try {
+    start()->wait();
+  } catch (const std::exception& e) {
+    TORCH_CHECK(false, method, ": the ", what, " over the process group failed (a rank may have died or timed out): ",
+                e.what());
+  }
+}
 
 std::vector<Tensor> clone_all(const std::vector<Tensor>& tensors) {
   torch::NoGradGuard no_grad;
@@ -429,8 +450,102 @@ void SharpnessAware::base_step() {
     torch::NoGradGuard no_grad;
     torch::_foreach_lerp_(ema_, managed_parameters(false).params, 1.0 - method_.regularizer().ema_decay());
   }
+  if (scaler_) scaler_->update(/*found_inf=*/false);
   ++step_count_;
 }
+
+// ---------------------------------------------------------------------------
+// Gradient hooks: data parallelism, loss scaling, clipping. Every step form
+// (LossClosure, ForwardClosure, first_step/second_step) goes through these.
+// ---------------------------------------------------------------------------
+
+SharpnessAware::~SharpnessAware() = default;
+
+void SharpnessAware::set_gradient_accumulation(int64_t micro_batches) {
+  TORCH_CHECK(micro_batches >= 1, method_.name(), ": invalid gradient accumulation: ", micro_batches,
+              " micro-batches (must be >= 1)");
+  micro_batches_ = micro_batches;
+}
+
+void SharpnessAware::set_max_grad_norm(std::optional<double> max_norm) {
+  TORCH_CHECK(!max_norm || (*max_norm > 0 && std::isfinite(*max_norm)), method_.name(),
+              ": invalid max_grad_norm: ", max_norm.value_or(0), " (must be a positive number, or unset)");
+  max_grad_norm_ = max_norm;
+}
+
+void SharpnessAware::set_process_group(c10::intrusive_ptr<c10d::Backend> group, AscentScope scope) {
+  process_group_ = std::move(group);
+  ascent_scope_ = scope;
+  if (!process_group_) return;
+  // Every rank starts from rank 0's parameters and parameter-set buffers.
+  torch::NoGradGuard no_grad;
+  std::vector<Tensor> tensors = managed_parameters(false).params;
+  for (auto* set : {&previous_, &pretrained_, &ema_}) tensors.insert(tensors.end(), set->begin(), set->end());
+  for (auto& t : tensors) {
+    std::vector<Tensor> one{t};
+    collective(method_.name(), "parameter broadcast", [&] { return process_group_->broadcast(one); });
+  }
+}
+
+void SharpnessAware::all_reduce_mean(const std::vector<Tensor>& tensors) const {
+  if (!process_group_ || tensors.empty()) return;
+  torch::NoGradGuard no_grad;
+  // One flat buffer per dtype: one collective instead of one per tensor.
+  std::map<c10::ScalarType, std::vector<Tensor>> by_dtype;
+  for (const auto& t : tensors) by_dtype[t.scalar_type()].push_back(t);
+  const double world = process_group_->getSize();
+  for (auto& [dtype, group] : by_dtype) {
+    std::vector<Tensor> pieces;
+    for (const auto& t : group) pieces.push_back(t.reshape({-1}));
+    std::vector<Tensor> flat{torch::cat(pieces)};
+    collective(method_.name(), "gradient all-reduce", [&] { return process_group_->allreduce(flat); });
+    flat[0].div_(world);
+    int64_t offset = 0;
+    for (auto& t : group) {
+      t.copy_(flat[0].narrow(0, offset, t.numel()).view_as(t));
+      offset += t.numel();
+    }
+  }
+}
+
+bool SharpnessAware::prepare_ascent_gradient() {
+  auto grads = managed_parameters(true).grads;
+  if (ascent_scope_ == AscentScope::kGlobal) all_reduce_mean(grads);
+  if (!scaler_) return true;
+  bool found_inf = scaler_->unscale(grads);
+  if (process_group_ && ascent_scope_ == AscentScope::kPerRank) {
+    // Each rank checked its own gradient; all must agree to skip.
+    const auto device = grads.empty() ? torch::Device(torch::kCPU) : grads[0].device();
+    std::vector<Tensor> flag{torch::tensor({found_inf ? 1.0 : 0.0}, torch::TensorOptions(torch::kFloat64).device(device))};
+    collective(method_.name(), "inf/NaN all-reduce", [&] { return process_group_->allreduce(flag); });
+    found_inf = flag[0].item<double>() > 0;
+  }
+  return !found_inf;
+}
+
+bool SharpnessAware::prepare_descent_gradient() {
+  auto grads = managed_parameters(true).grads;
+  all_reduce_mean(grads);
+  if (scaler_ && scaler_->unscale(grads)) return false;
+  if (max_grad_norm_) {
+    torch::NoGradGuard no_grad;
+    torch::nn::utils::clip_grad_norm_(managed_parameters(true).params, *max_grad_norm_);
+  }
+  return true;
+}
+
+void SharpnessAware::skip_step(StepReport& report) {
+  restore();
+  zero_grad();
+  if (scaler_) scaler_->update(/*found_inf=*/true);
+  ++skipped_steps_;
+  report.step_skipped = true;
+  last_step_ = report;
+}
+
+// ---------------------------------------------------------------------------
+// The LibTorch closure and the two-call API.
+// ---------------------------------------------------------------------------
 
 Tensor SharpnessAware::step(LossClosure closure) {
   const auto& n = method_.name();
@@ -450,6 +565,10 @@ Tensor SharpnessAware::step(LossClosure closure) {
   if (loss.defined() && loss.numel() == 1) report.loss = loss.detach().item<double>();
   report.passes = 1;
   if (method_.ascent() != Ascent::kNone) {
+    if (!prepare_ascent_gradient()) {
+      skip_step(report);
+      return loss;
+    }
     ascend(fixed_radii(), report);
     {
       auto put_back = c10::make_scope_exit([this] { restore(); });
@@ -457,6 +576,10 @@ Tensor SharpnessAware::step(LossClosure closure) {
       closure();
     }
     report.passes = 2;
+  }
+  if (!prepare_descent_gradient()) {
+    skip_step(report);
+    return loss;
   }
   base_step();
   last_step_ = report;
@@ -486,11 +609,22 @@ void SharpnessAware::first_step(std::optional<double> trust_region_distance) {
     TORCH_CHECK(!trust_region_distance, n, " has a fixed radius; first_step() takes no distance");
     radii = fixed_radii();
   }
+  if (!prepare_ascent_gradient()) {
+    // w stays unperturbed; second_step() then skips the base step too.
+    report.step_skipped = true;
+    last_step_ = report;
+    return;
+  }
   ascend(radii, report);
   last_step_ = report;
 }
 
 void SharpnessAware::second_step() {
+  StepReport report = last_step_;
+  if (report.step_skipped || !prepare_descent_gradient()) {
+    skip_step(report);
+    return;
+  }
   restore();
   base_step();
 }
@@ -506,6 +640,52 @@ double SharpnessAware::trust_region_radius(double distance) const {
 // The forward-closure step: every pass a method needs, in one place.
 // ---------------------------------------------------------------------------
 
+namespace {
+// The trust-region distance over micro-batches (and ranks) exactly as on the
+// concatenated batch: per-row divergences are summed, then reduced once.
+class DistanceAccumulator {
+ public:
+  DistanceAccumulator(ops::Divergence divergence, ops::Reduction reduction)
+      : divergence_(divergence), reduction_(reduction) {}
+
+  void add(const Tensor& target_logits, const Tensor& current_logits, const Tensor& mask) {
+    const Tensor rows = ops::trust_region_divergence(target_logits, current_logits, divergence_,
+                                                     ops::Reduction::kNone, mask);
+    sum_ += rows.sum().item<double>();
+    valid_rows_ += mask.defined() ? mask.ne(0).sum().item<double>() : static_cast<double>(rows.numel());
+    numel_ += static_cast<double>(current_logits.numel());
+    leading_ += current_logits.dim() > 1 ? static_cast<double>(current_logits.size(0)) : 1.0;
+  }
+
+  // Sums the accumulated quantities over the ranks of `group` (if any).
+  void all_reduce(const c10::intrusive_ptr<c10d::Backend>& group, const std::string& method, torch::Device device) {
+    if (!group) return;
+    // On the parameters' device: NCCL reduces CUDA tensors only.
+    std::vector<Tensor> totals{
+        torch::tensor({sum_, valid_rows_, numel_, leading_}, torch::TensorOptions(torch::kFloat64).device(device))};
+    collective(method, "trust-region distance all-reduce", [&] { return group->allreduce(totals); });
+    auto values = totals[0].cpu();
+    sum_ = values[0].item<double>();
+    valid_rows_ = values[1].item<double>();
+    numel_ = values[2].item<double>();
+    leading_ = values[3].item<double>();
+  }
+
+  double value() const {
+    switch (reduction_) {
+      case ops::Reduction::kSum: return sum_;
+      case ops::Reduction::kLegacy: return numel_ > 0 ? sum_ / numel_ / leading_ : 0.0;
+      default: return valid_rows_ > 0 ? sum_ / valid_rows_ : 0.0;
+    }
+  }
+
+ private:
+  ops::Divergence divergence_;
+  ops::Reduction reduction_;
+  double sum_ = 0, valid_rows_ = 0, numel_ = 0, leading_ = 0;
+};
+}  // namespace
+
 StepReport SharpnessAware::step(const ForwardClosure& forward) {
   const auto& n = method_.name();
   TORCH_CHECK(forward, n, ": step() needs a forward closure returning {loss, logits[, mask]}");
@@ -517,15 +697,20 @@ StepReport SharpnessAware::step(const ForwardClosure& forward) {
   const auto& tr = method_.trust_region();
   const auto& reg = method_.regularizer();
   const Target target = method_.radius() == RadiusSource::kTrustRegion ? tr.target() : Target::kNone;
+  const int64_t k = micro_batches_;
   const std::vector<Tensor> all = managed_parameters(false).params;
-  BufferSnapshot buffers;
+  BufferSnapshot statistics;
   auto on_exit = c10::make_scope_exit([&] {
     restore();
-    buffers.put_back();
+    statistics.put_back();
   });
 
-  auto run = [&](PassKind kind, std::optional<NoiseOptions> noise) -> PassOutput {
-    Pass pass(kind, std::move(noise), &noise_sampler_);
+  // One forward pass. Passes that are not pass 1 and run in train mode have
+  // the module's buffers put back after their backward, so BatchNorm
+  // statistics come from pass 1 only.
+  auto run = [&](PassKind kind, std::optional<NoiseOptions> noise, int64_t micro_batch,
+                 bool updates_statistics = false) -> PassOutput {
+    Pass pass(kind, std::move(noise), &noise_sampler_, micro_batch, k);
     ++report.passes;
     PassOutput out;
     if (kind == PassKind::kTarget) {
@@ -533,6 +718,7 @@ StepReport SharpnessAware::step(const ForwardClosure& forward) {
       torch::NoGradGuard no_grad;
       out = forward(pass);
     } else {
+      if (!updates_statistics) statistics.take(module_.get());
       torch::AutoGradMode enable_grad(true);
       out = forward(pass);
       TORCH_CHECK(out.loss.defined() && out.loss.numel() == 1, n, ": the forward closure returned no scalar loss on the ",
@@ -543,19 +729,21 @@ StepReport SharpnessAware::step(const ForwardClosure& forward) {
                 " compares predictive distributions and needs them");
     return out;
   };
-  auto distance = [&](const Tensor& target_logits, const Tensor& current_logits, const Tensor& mask) {
-    return ops::trust_region_divergence(target_logits, current_logits, tr.divergence(), tr.reduction(), mask);
-  };
 
   // 1. Targets under no-grad, before pass 1 (the regularizers need them in
   //    its loss). Parameter-set targets are loaded into w and w is put back
   //    exactly: θt-1 by the swap trick (SPEC 3), θ0 and the EMA by copies.
-  Tensor previous_logits, pretrained_logits, ema_logits, noise_logits;
+  auto target_logits = [&](std::optional<NoiseOptions> noise) {
+    std::vector<Tensor> logits;
+    for (int64_t i = 0; i < k; ++i) logits.push_back(run(PassKind::kTarget, noise, i).logits);
+    return logits;
+  };
+  std::vector<Tensor> previous_logits, pretrained_logits, ema_logits, noise_logits;
   if (!previous_.empty()) {
     torch::NoGradGuard no_grad;
     ops::swap(all, previous_);  // w = θt-1, previous_ = θt
     swapped_with_previous_ = true;
-    previous_logits = run(PassKind::kTarget, std::nullopt).logits;
+    previous_logits = target_logits(std::nullopt);
     ops::copy(all, previous_);  // w = θt; previous_ now holds θt, next step's θt-1
     swapped_with_previous_ = false;
     set_anchor(all, previous_);
@@ -565,36 +753,34 @@ StepReport SharpnessAware::step(const ForwardClosure& forward) {
     torch::NoGradGuard no_grad;
     if (!anchor_active_) {
       std::vector<Tensor> backups;
-      for (size_t k = 0; k < all.size(); ++k) backups.push_back(backup_for(k, all[k]));
+      for (size_t i = 0; i < all.size(); ++i) backups.push_back(backup_for(i, all[i]));
       ops::copy(backups, all);
       set_anchor(all, backups);
     }
     ops::copy(all, *set);
-    (set == &pretrained_ ? pretrained_logits : ema_logits) = run(PassKind::kTarget, std::nullopt).logits;
+    (set == &pretrained_ ? pretrained_logits : ema_logits) = target_logits(std::nullopt);
     ops::copy(all, anchor_);
   }
-  if (target == Target::kNoise && !method_.noisy_first_pass()) {
-    noise_logits = run(PassKind::kTarget, tr.noise()).logits;
-  }
+  if (target == Target::kNoise && !method_.noisy_first_pass()) noise_logits = target_logits(tr.noise());
 
-  // The regularized loss of a pass (SPEC 5); R3F runs its own noised pass.
-  auto regularized = [&](const PassOutput& out, bool perturbed) -> std::pair<Tensor, Tensor> {
+  // The regularized loss of a pass on micro-batch i (SPEC 5); R3F runs its own noised pass.
+  auto regularized = [&](const PassOutput& out, int64_t i, bool perturbed) -> std::pair<Tensor, Tensor> {
     Tensor r;
     switch (reg.kind()) {
       case Regularizer::kNone:
         return {out.loss, Tensor()};
       case Regularizer::kTRPO:
-        r = ops::trust_region_divergence(previous_logits, out.logits, ops::Divergence::kForward,
+        r = ops::trust_region_divergence(previous_logits[i], out.logits, ops::Divergence::kForward,
                                          ops::Reduction::kMean, out.mask);
         break;
       case Regularizer::kMESA: {
         const double tau = reg.temperature();
-        r = tau * tau * ops::trust_region_divergence(ema_logits / tau, out.logits / tau, ops::Divergence::kForward,
+        r = tau * tau * ops::trust_region_divergence(ema_logits[i] / tau, out.logits / tau, ops::Divergence::kForward,
                                                      ops::Reduction::kMean, out.mask);
         break;
       }
       case Regularizer::kR3F: {
-        auto noisy = run(perturbed ? PassKind::kPerturbedNoisy : PassKind::kNoisy, reg.noise());
+        auto noisy = run(perturbed ? PassKind::kPerturbedNoisy : PassKind::kNoisy, reg.noise(), i);
         r = ops::trust_region_divergence(out.logits, noisy.logits, ops::Divergence::kSymmetric, ops::Reduction::kMean,
                                          out.mask);
         break;
@@ -602,55 +788,80 @@ StepReport SharpnessAware::step(const ForwardClosure& forward) {
     }
     return {out.loss + reg.lambda() * r.to(out.loss.dtype()), r};
   };
+  // Accumulates the gradient of one micro-batch's (scaled) loss.
   auto backward = [&](const Tensor& loss) {
-    zero_grad();
     torch::AutoGradMode enable_grad(true);
-    loss.backward();
+    Tensor weighted = k > 1 ? loss / static_cast<double>(k) : loss;
+    (scaler_ ? scaler_->scale(weighted) : weighted).backward();
+    statistics.put_back();
   };
 
-  // 2. Pass 1: at w, on clean inputs (on noised ones for TRAM-Fisher).
-  auto first = method_.noisy_first_pass() ? run(PassKind::kNoisy, tr.noise()) : run(PassKind::kClean, std::nullopt);
-  buffers.take(module_.get());  // pass 1 updates running statistics; later passes must not
-  auto [first_loss, first_reg] = regularized(first, /*perturbed=*/false);
-  backward(first_loss);
-  report.loss = first.loss.detach().item<double>();
-  if (first_reg.defined()) report.regularizer = first_reg.detach().item<double>();
+  // 2. Pass 1 at w, on clean inputs (on noised ones for TRAM-Fisher), over
+  //    the micro-batches; the logits are kept (detached) for the distance.
+  std::vector<PassOutput> first(k);
+  zero_grad();
+  double loss_sum = 0, regularizer_sum = 0;
+  for (int64_t i = 0; i < k; ++i) {
+    first[i] = method_.noisy_first_pass() ? run(PassKind::kNoisy, tr.noise(), i, /*updates_statistics=*/true)
+                                          : run(PassKind::kClean, std::nullopt, i, /*updates_statistics=*/true);
+    auto [loss, r] = regularized(first[i], i, /*perturbed=*/false);
+    backward(loss);
+    loss_sum += first[i].loss.detach().item<double>();
+    if (r.defined()) regularizer_sum += r.detach().item<double>();
+    first[i].loss = Tensor();
+    if (first[i].logits.defined()) first[i].logits = first[i].logits.detach();
+  }
+  report.loss = loss_sum / static_cast<double>(k);
+  report.regularizer = regularizer_sum / static_cast<double>(k);
 
   if (method_.ascent() != Ascent::kNone) {
+    if (!prepare_ascent_gradient()) {
+      on_exit.release();
+      skip_step(report);
+      return report;
+    }
     // 3. Radius: fixed, or from the trust-region distance of this batch.
     std::vector<double> radii = fixed_radii();
     if (target != Target::kNone) {
-      const Tensor current = first.logits.detach();
-      Tensor d;
-      switch (target) {
-        case Target::kPrevious: d = distance(previous_logits, current, first.mask); break;
-        case Target::kPretrained: d = distance(pretrained_logits, current, first.mask); break;
-        case Target::kNoise:
-          if (method_.noisy_first_pass()) {
-            // TRAM-Fisher: pass 1 already saw the noise; compare with the clean model.
-            const auto clean = run(PassKind::kTarget, std::nullopt);
-            d = distance(current, clean.logits, first.mask);
-          } else {
-            d = distance(noise_logits, current, first.mask);
-          }
-          break;
-        case Target::kNone: break;
+      DistanceAccumulator distance(tr.divergence(), tr.reduction());
+      for (int64_t i = 0; i < k; ++i) {
+        const Tensor& current = first[i].logits;
+        switch (target) {
+          case Target::kPrevious: distance.add(previous_logits[i], current, first[i].mask); break;
+          case Target::kPretrained: distance.add(pretrained_logits[i], current, first[i].mask); break;
+          case Target::kNoise:
+            if (method_.noisy_first_pass()) {
+              // TRAM-Fisher: pass 1 already saw the noise; compare with the clean model.
+              distance.add(current, run(PassKind::kTarget, std::nullopt, i).logits, first[i].mask);
+            } else {
+              distance.add(noise_logits[i], current, first[i].mask);
+            }
+            break;
+          case Target::kNone: break;
+        }
       }
-      report.distance = d.item<double>();
+      distance.all_reduce(process_group_, n, all.empty() ? torch::Device(torch::kCPU) : all[0].device());
+      report.distance = distance.value();
       radii.assign(param_groups_.size(), trust_region_radius(report.distance));
     }
     // 4. Ascent, then pass 2 at w + e on clean inputs.
     ascend(radii, report);
-    auto second = run(PassKind::kPerturbed, std::nullopt);
-    backward(regularized(second, /*perturbed=*/true).first);
+    zero_grad();
+    for (int64_t i = 0; i < k; ++i) {
+      auto second = run(PassKind::kPerturbed, std::nullopt, i);
+      backward(regularized(second, i, /*perturbed=*/true).first);
+    }
   } else {
     report.radius.assign(param_groups_.size(), 0.0);
   }
 
-  // 5. Exact restore, then the base step with the last gradient.
+  // 5. Exact restore, then the base step with the descent gradient.
   on_exit.release();
   restore();
-  buffers.put_back();
+  if (!prepare_descent_gradient()) {
+    skip_step(report);
+    return report;
+  }
   base_step();
   last_step_ = report;
   return report;
@@ -693,6 +904,12 @@ void SharpnessAware::save(torch::serialize::OutputArchive& archive) const {
   archive.write("tram/method", c10::IValue(method_.name()));
   archive.write("tram/step_count", c10::IValue(step_count_));
   archive.write("tram/skipped_ascents", c10::IValue(skipped_ascents_));
+  archive.write("tram/skipped_steps", c10::IValue(skipped_steps_));
+  if (scaler_) {
+    torch::serialize::OutputArchive scaler(archive.compilation_unit());
+    scaler_->save(scaler);
+    archive.write("tram/scaler", scaler);
+  }
   archive.write("tram/groups", c10::IValue(static_cast<int64_t>(param_groups_.size())));
   for (size_t i = 0; i < param_groups_.size(); ++i) {
     torch::serialize::OutputArchive group(archive.compilation_unit());
@@ -737,6 +954,14 @@ void SharpnessAware::load(torch::serialize::InputArchive& archive) {
   step_count_ = value.toInt();
   archive.read("tram/skipped_ascents", value);
   skipped_ascents_ = value.toInt();
+  archive.read("tram/skipped_steps", value);
+  skipped_steps_ = value.toInt();
+  torch::serialize::InputArchive scaler;
+  const bool has_scaler = archive.try_read("tram/scaler", scaler);
+  TORCH_CHECK(has_scaler == (scaler_ != nullptr), n, ": the checkpoint ", has_scaler ? "has" : "has no",
+              " loss-scaler state but this optimizer ", scaler_ ? "has" : "has no",
+              " GradScaler attached; attach one (set_grad_scaler) before load() exactly when the run used one");
+  if (scaler_) scaler_->load(scaler);
 }
 
 }  // namespace tram

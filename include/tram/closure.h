@@ -35,10 +35,16 @@ using NoiseSampler =
 
 class Pass {
  public:
-  Pass(PassKind kind, std::optional<NoiseOptions> noise, const NoiseSampler* sampler)
-      : kind_(kind), noise_(std::move(noise)), sampler_(sampler) {}
+  Pass(PassKind kind, std::optional<NoiseOptions> noise, const NoiseSampler* sampler, int64_t micro_batch = 0,
+       int64_t micro_batches = 1)
+      : kind_(kind), noise_(std::move(noise)), sampler_(sampler), micro_batch_(micro_batch),
+        micro_batches_(micro_batches) {}
 
   PassKind kind() const { return kind_; }
+  // With gradient accumulation (SharpnessAware::set_gradient_accumulation),
+  // which micro-batch of the step this pass is for: 0 <= micro_batch() < micro_batches().
+  int64_t micro_batch() const { return micro_batch_; }
+  int64_t micro_batches() const { return micro_batches_; }
   bool requires_grad() const { return kind_ != PassKind::kTarget; }
   bool noisy() const { return noise_.has_value(); }
 
@@ -51,6 +57,8 @@ class Pass {
   PassKind kind_;
   std::optional<NoiseOptions> noise_;
   const NoiseSampler* sampler_;
+  int64_t micro_batch_;
+  int64_t micro_batches_;
 };
 
 // What the closure returns for one pass. `loss` is the task loss (a scalar;
@@ -73,6 +81,7 @@ struct StepReport {
   double ascent_norm = 0.0;       // ||T g|| (or sqrt(sum g^2/f) for Fisher)
   std::vector<double> radius;     // ascent radius of each group
   bool ascent_skipped = false;    // non-finite gradient norm: no ascent this step
+  bool step_skipped = false;      // loss scaling found inf/NaN: no base step this step
   int passes = 0;                 // forward passes run
 };
 

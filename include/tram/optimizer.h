@@ -10,7 +10,10 @@
 #pragma once
 
 #include <tram/closure.h>
+#include <tram/grad_scaler.h>
 #include <tram/options.h>
+
+#include <c10/util/intrusive_ptr.h>
 
 #include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
@@ -20,7 +23,17 @@
 #include <optional>
 #include <vector>
 
+namespace c10d {
+class Backend;
+}
+
 namespace tram {
+
+// With data-parallel training, which gradient the ascent uses.
+enum class AscentScope {
+  kGlobal,   // the first-pass gradient averaged over ranks (every rank takes the same ascent)
+  kPerRank,  // each rank's own gradient (m-sharpness, Foret et al. 2021): no all-reduce of pass 1
+};
 
 class SharpnessAware : public torch::optim::Optimizer {
  public:
@@ -69,12 +82,43 @@ class SharpnessAware : public torch::optim::Optimizer {
   void set_module(std::shared_ptr<torch::nn::Module> module) { module_ = std::move(module); }
   void set_noise_sampler(NoiseSampler sampler);
 
+  // --- training at scale ------------------------------------------------------
+
+  // step(ForwardClosure) runs every pass over `micro_batches` micro-batches
+  // (Pass::micro_batch() says which), accumulating the gradients of each pass
+  // with weight 1/micro_batches: the ascent uses the accumulated first-pass
+  // gradient, the descent gradient is accumulated at w + e, and the targets
+  // see the same micro-batches. Equal micro-batch sizes give exactly the step
+  // on the concatenated batch (the trust-region distance is exact for any sizes).
+  void set_gradient_accumulation(int64_t micro_batches);
+  int64_t gradient_accumulation() const { return micro_batches_; }
+
+  // Clips the descent gradient (the one the base optimizer uses) to this
+  // global L2 norm before the base step; std::nullopt (default) disables it.
+  void set_max_grad_norm(std::optional<double> max_norm);
+
+  // fp16 dynamic loss scaling (see grad_scaler.h); nullptr detaches it.
+  void set_grad_scaler(std::shared_ptr<GradScaler> scaler) { scaler_ = std::move(scaler); }
+  const std::shared_ptr<GradScaler>& grad_scaler() const { return scaler_; }
+
+  // Data-parallel training over a c10d backend (Gloo on CPU, NCCL on GPU;
+  // tram::make_process_group in distributed.h makes one): gradients of both passes are averaged over ranks (pass 1 only with
+  // AscentScope::kGlobal) and the trust-region distance too, so every rank
+  // takes the same step. Broadcasts rank 0's parameters (and parameter-set
+  // buffers) when attached. Collective timeouts are the process group's.
+  void set_process_group(c10::intrusive_ptr<c10d::Backend> group,
+                         AscentScope scope = AscentScope::kGlobal);
+
   int64_t step_count() const { return step_count_; }
   int64_t skipped_ascents() const { return skipped_ascents_; }
+  // Steps skipped because loss scaling found inf/NaN in a pass.
+  int64_t skipped_steps() const { return skipped_steps_; }
   const StepReport& last_step() const { return last_step_; }
 
   void save(torch::serialize::OutputArchive& archive) const override;
   void load(torch::serialize::InputArchive& archive) override;
+
+  ~SharpnessAware() override;
 
  private:
   struct Managed;  // the parameters of one step, with their per-tensor options
@@ -90,6 +134,15 @@ class SharpnessAware : public torch::optim::Optimizer {
   torch::Tensor backup_for(std::size_t index, const torch::Tensor& param);
   void set_anchor(const std::vector<torch::Tensor>& params, const std::vector<torch::Tensor>& set);
   double trust_region_radius(double distance) const;
+  // The gradient hooks every step form goes through: all-reduce over ranks,
+  // unscale and inf/NaN check, clipping. Return false when loss scaling found
+  // a non-finite gradient (the step is then skipped).
+  bool prepare_ascent_gradient();
+  bool prepare_descent_gradient();
+  void all_reduce_mean(const std::vector<torch::Tensor>& tensors) const;
+  // Abandons the step after a non-finite scaled gradient: restores w, backs
+  // the scale off, counts it.
+  void skip_step(StepReport& report);
 
   std::shared_ptr<torch::optim::Optimizer> base_;
   MethodConfig method_;
@@ -109,8 +162,15 @@ class SharpnessAware : public torch::optim::Optimizer {
   // w holds θt-1 and previous_ holds θt (during the TRAM-θt-1/TRPO target pass).
   bool swapped_with_previous_ = false;
 
+  int64_t micro_batches_ = 1;
+  std::optional<double> max_grad_norm_;
+  std::shared_ptr<GradScaler> scaler_;
+  c10::intrusive_ptr<c10d::Backend> process_group_;
+  AscentScope ascent_scope_ = AscentScope::kGlobal;
+
   int64_t step_count_ = 0;
   int64_t skipped_ascents_ = 0;
+  int64_t skipped_steps_ = 0;
   StepReport last_step_;
 };
 

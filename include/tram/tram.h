@@ -3,7 +3,9 @@
 #pragma once
 
 #include <tram/closure.h>
+#include <tram/distributed.h>
 #include <tram/factory.h>
+#include <tram/grad_scaler.h>
 #include <tram/methods.h>
 #include <tram/ops.h>
 #include <tram/optimizer.h>

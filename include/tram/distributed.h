@@ -1,0 +1,31 @@
+// Data-parallel training through LibTorch's own c10d (no home-made transport).
+//
+//   auto group = tram::make_process_group("file:///tmp/rendezvous", rank, world_size);
+//   optimizer->set_process_group(group);           // broadcasts rank 0's parameters
+//   optimizer->step(closure_over_this_ranks_shard);
+//
+// Every rank then takes exactly the step one process would take on the whole
+// batch (equal shards): both passes' gradients and the trust-region distance
+// are averaged over ranks. On GPUs, construct a c10d::ProcessGroupNCCL (a
+// c10d::Backend) yourself and pass it to set_process_group the same way.
+#pragma once
+
+#include <c10/util/intrusive_ptr.h>
+
+#include <chrono>
+#include <string>
+
+namespace c10d {
+class Backend;
+}
+
+namespace tram {
+
+// A Gloo backend (CPU tensors) for `world_size` ranks. `rendezvous` is
+// "file://<path>" (a FileStore shared by all ranks; remove the file between
+// runs) or "tcp://<host>:<port>" (a TCPStore that rank 0 serves). Collectives
+// that do not complete within `timeout` (e.g. a rank died) throw.
+c10::intrusive_ptr<c10d::Backend> make_process_group(const std::string& rendezvous, int rank, int world_size,
+                                                     std::chrono::milliseconds timeout = std::chrono::minutes(5));
+
+}  // namespace tram
