@@ -2,9 +2,14 @@
 //
 // This is the implementation every device can run and the one the CUDA
 // kernels are tested against, so it favours clarity over speed: plain ATen
-// ops, temporaries where they keep the formulas readable. The two places a
-// CUDA kernel will plug in are marked "dispatch point".
+// ops, temporaries where they keep the formulas readable. Each op validates
+// its arguments here and then has one "dispatch point": with TRAM_WITH_CUDA,
+// arguments the CUDA kernels take (src/ops_cuda.h says which) go there.
 #include <tram/ops.h>
+
+#ifdef TRAM_WITH_CUDA
+#include "ops_cuda.h"
+#endif
 
 #include <torch/torch.h>
 
@@ -45,6 +50,9 @@ bool uses_reverse_kl(Divergence divergence) { return divergence != Divergence::k
 struct RowDivergences {
   Tensor forward_kl;  // KL(p_target || p_current)
   Tensor reverse_kl;  // KL(p_current || p_target)
+  // Per-row log-softmax statistics saved by the CUDA forward for its
+  // backward; undefined when the reference computed the rows.
+  Tensor statistics;
 
   Tensor total() const {
     if (forward_kl.defined() && reverse_kl.defined()) return forward_kl + reverse_kl;
@@ -128,18 +136,36 @@ std::pair<Tensor, Tensor> reference_divergence_rows_backward(const Tensor& targe
           zero_masked_rows(wrt_current * weights, valid_rows).to(current_rows.scalar_type())};
 }
 
-// Dispatch point: a CUDA kernel for CUDA inputs goes here.
+// Dispatch point.
 RowDivergences divergence_rows_forward(const Tensor& target_rows, const Tensor& current_rows,
                                        const Tensor& valid_rows, Divergence divergence) {
+#ifdef TRAM_WITH_CUDA
+  if (cuda_impl::divergence_supported(target_rows, current_rows, valid_rows)) {
+    cuda_impl::RowKl rows =
+        cuda_impl::divergence_rows_forward(target_rows, current_rows, valid_rows,
+                                           uses_forward_kl(divergence), uses_reverse_kl(divergence));
+    return {rows.forward_kl, rows.reverse_kl, rows.statistics};
+  }
+#endif
   return reference_divergence_rows_forward(target_rows, current_rows, valid_rows, divergence);
 }
 
-// Dispatch point: a CUDA kernel for CUDA inputs goes here.
+// Dispatch point. The gradients that are not needed may be left undefined.
 std::pair<Tensor, Tensor> divergence_rows_backward(const Tensor& target_rows,
                                                    const Tensor& current_rows,
                                                    const Tensor& valid_rows,
                                                    const RowDivergences& rows,
-                                                   const Tensor& row_grads) {
+                                                   const Tensor& row_grads, bool need_target_grad,
+                                                   bool need_current_grad) {
+#ifdef TRAM_WITH_CUDA
+  if (rows.statistics.defined()) {  // the CUDA forward computed the rows
+    return cuda_impl::divergence_rows_backward(
+        target_rows, current_rows, valid_rows, {rows.forward_kl, rows.reverse_kl, rows.statistics},
+        row_grads, need_target_grad, need_current_grad);
+  }
+#endif
+  (void)need_target_grad;
+  (void)need_current_grad;
   return reference_divergence_rows_backward(target_rows, current_rows, valid_rows, rows, row_grads);
 }
 
@@ -159,7 +185,7 @@ class DivergenceFunction : public torch::autograd::Function<DivergenceFunction> 
     const RowDivergences rows =
         divergence_rows_forward(target_rows, current_rows, valid_rows, divergence);
     ctx->save_for_backward({target_rows, current_rows, valid_rows, reduction_weight,
-                            rows.forward_kl, rows.reverse_kl});
+                            rows.forward_kl, rows.reverse_kl, rows.statistics});
     const Tensor per_row = rows.total();
     return reduction_weight.defined() ? per_row.sum() * reduction_weight : per_row;
   }
@@ -170,13 +196,14 @@ class DivergenceFunction : public torch::autograd::Function<DivergenceFunction> 
     const Tensor& current_rows = saved[1];
     const Tensor& valid_rows = saved[2];
     const Tensor& reduction_weight = saved[3];
-    const RowDivergences rows{saved[4], saved[5]};
+    const RowDivergences rows{saved[4], saved[5], saved[6]};
     const Tensor& grad_output = grad_outputs[0];
     const Tensor row_grads = reduction_weight.defined()
                                  ? (grad_output * reduction_weight).expand({target_rows.size(0)})
                                  : grad_output;
     auto [wrt_target, wrt_current] =
-        divergence_rows_backward(target_rows, current_rows, valid_rows, rows, row_grads);
+        divergence_rows_backward(target_rows, current_rows, valid_rows, rows, row_grads,
+                                 ctx->needs_input_grad(0), ctx->needs_input_grad(1));
     return {ctx->needs_input_grad(0) ? wrt_target : Tensor(),
             ctx->needs_input_grad(1) ? wrt_current : Tensor(), Tensor(), Tensor(), Tensor()};
   }
@@ -462,6 +489,11 @@ torch::Tensor squared_norm(torch::TensorList params, torch::TensorList grads,
   if (params.empty()) return torch::zeros({}, torch::kFloat);
 
   torch::NoGradGuard no_grad;
+#ifdef TRAM_WITH_CUDA
+  if (cuda_impl::multi_tensor_supported({params, grads})) {  // dispatch point
+    return cuda_impl::squared_norm(params, grads, spec);
+  }
+#endif
   const bool any_double = std::any_of(params.begin(), params.end(), [](const Tensor& p) {
     return p.scalar_type() == torch::kDouble;
   });
@@ -489,6 +521,11 @@ void ascend_with_backup(torch::TensorList params, torch::TensorList grads,
   // Parameters are leaves that require grad; like an optimizer step, the
   // ascent is not part of any graph.
   torch::NoGradGuard no_grad;
+#ifdef TRAM_WITH_CUDA
+  if (cuda_impl::multi_tensor_supported({params, grads, backups})) {  // dispatch point
+    return cuda_impl::ascend_with_backup(params, grads, backups, spec);
+  }
+#endif
   copy_exact(backups, params);
   // Reading w from the backup keeps params write-only here.
   ascend_into(params, backups, grads, spec);
@@ -501,18 +538,29 @@ void ascend_from(torch::TensorList params, torch::TensorList sources, torch::Ten
   check_parallel_lists(op, "params", params, "grads", grads);
   check_spec(op, spec, params.size(), /*needs_coef=*/true);
   torch::NoGradGuard no_grad;
+#ifdef TRAM_WITH_CUDA
+  if (cuda_impl::multi_tensor_supported({params, sources, grads})) {  // dispatch point
+    return cuda_impl::ascend_from(params, sources, grads, spec);
+  }
+#endif
   ascend_into(params, sources, grads, spec);
 }
 
 void copy(torch::TensorList dst, torch::TensorList src) {
   check_parallel_lists("tram::ops::copy", "dst", dst, "src", src);
   torch::NoGradGuard no_grad;
+#ifdef TRAM_WITH_CUDA
+  if (cuda_impl::multi_tensor_supported({dst, src})) return cuda_impl::copy(dst, src);  // dispatch point
+#endif
   copy_exact(dst, src);
 }
 
 void swap(torch::TensorList a, torch::TensorList b) {
   check_parallel_lists("tram::ops::swap", "a", a, "b", b);
   torch::NoGradGuard no_grad;
+#ifdef TRAM_WITH_CUDA
+  if (cuda_impl::multi_tensor_supported({a, b})) return cuda_impl::swap(a, b);  // dispatch point
+#endif
   // One temporary at a time: the swap exists to save a parameter copy.
   for (size_t i = 0; i < a.size(); ++i) {
     const Tensor a_before = a[i].clone();
