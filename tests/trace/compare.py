@@ -2,8 +2,10 @@
 """Differential test: tram-trace against the independent Python reference.
 
 For each case in cases/*.json (or the files given), runs tram-trace and
-reference.py and compares, at every step, the loss, the ascent norm, the
-radius, the skipped flag and every parameter after the step:
+reference.py and compares, at every step, the loss, the trust-region distance
+d, the radius (divided by max(1, scale), since radius = scale * d), the ascent
+norm (relative to max(1, norm)), the skipped flag and every parameter after
+the step:
 
   float64 cases: max |tram - reference| <= 1e-10 (absolute; the values are O(1))
   float32 cases: max |tram - reference| <= 1e-6 (tram runs in float32, the
@@ -67,7 +69,7 @@ class Mismatch(Exception):
     pass
 
 
-def compare_traces(tram, ref, tolerance):
+def compare_traces(tram, ref, tolerance, scale=1.0):
     """Returns (max param diff, max loss diff, max scalar diff); raises Mismatch with the first bad value."""
     if len(tram["steps"]) != len(ref["steps"]):
         raise Mismatch(f"tram-trace has {len(tram['steps'])} steps, the reference {len(ref['steps'])}")
@@ -83,11 +85,12 @@ def compare_traces(tram, ref, tolerance):
         if not loss <= tolerance:
             raise Mismatch(f"step {step}: loss {t['loss']!r} vs reference {r['loss']!r} (|diff| {loss:.3e})")
         norm = diff(t["ascent_norm"], r["ascent_norm"]) / max(1.0, abs(r["ascent_norm"] or 0.0))
-        radius = diff(t["radius"], r["radius"])
+        # radius = scale * d: its error is d's, times the scale.
+        radius = diff(t["radius"], r["radius"]) / max(1.0, scale)
         d = diff(t["d"], r["d"])
         worst_other = max(worst_other, norm, radius, d)
         for name, value, size in (("ascent_norm (relative)", norm, t["ascent_norm"]),
-                                  ("radius", radius, t["radius"]), ("d", d, t["d"])):
+                                  ("radius (/ scale)", radius, t["radius"]), ("d", d, t["d"])):
             if not value <= tolerance:
                 raise Mismatch(f"step {step}: {name} {size!r} vs reference (|diff| {value:.3e})")
         if sorted(t["params"]) != sorted(r["params"]):
@@ -163,7 +166,8 @@ def main():
             except reference.CaseError as error:
                 raise Mismatch(f"reference.py: {error}") from error
             traces[name] = tram
-            worst_params, worst_loss, worst_other = compare_traces(tram, ref, tolerance)
+            scale = float(case.get("options", {}).get("scale", 1.0))
+            worst_params, worst_loss, worst_other = compare_traces(tram, ref, tolerance, scale)
             lines[name] = (f"{case['method']:6s} {dtype} {len(tram['steps'])} steps: max |diff| params "
                            f"{worst_params:.2e}, loss {worst_loss:.2e}, norm/radius {worst_other:.2e} "
                            f"(tol {tolerance:g})")

@@ -117,9 +117,9 @@ CASES = {
     "tram-prev_default_relu": case(
         "TRAM-θt-1 with every default (scale 1: a tiny radius).", 32, "tram-prev", ADAM, steps=4, **RELU),
     "tram-prev_released_maxradius_relu": case(
-        "TRAM-θt-1 with the released code's ascent (never times g), eta 0, radius clamped at 0.05.", 33,
-        "tram-prev", SGD_MOMENTUM,
-        {"scale": 500.0, "max_radius": 0.05, "ascent": "released", "eta": 0.0}, steps=5, **RELU),
+        "TRAM-θt-1 with the released code's ascent (never times g), eta 0, and max_radius 0.05 "
+        "(which clamps the later steps' radii).", 33, "tram-prev", SGD_MOMENTUM,
+        {"scale": 20.0, "max_radius": 0.05, "ascent": "released", "eta": 0.0}, steps=5, **RELU),
     "tram-pre_symmetric_adam_tanh": case(
         "TRAM-θ0 with the symmetric KL, on Adam.", 34, "tram-pre", ADAM,
         {"scale": 20.0, "divergence": "symmetric"}, steps=5, **TANH),

@@ -52,6 +52,8 @@ METHOD_DEFAULTS = {
     "r3f": {"lambda": 0.1, "reg_sigma": 1e-5, "reg_noise": "uniform"},
     "mesa": {"lambda": 0.1, "ema_decay": 0.999, "temperature": 1.0},
 }
+# The target logits each TRAM variant compares with (SPEC 3).
+TARGET_OF = {"tram-prev": "previous", "tram-pre": "pretrained", "tram-noise": "noise"}
 STRING_OPTIONS = {"divergence", "reduction", "ascent", "radius", "noise", "reg_noise"}
 
 
@@ -320,10 +322,10 @@ def run(case):
         # 1. Pass 1 at w (on noised inputs for TRAM-Fisher).
         logits = model.logits(x_noisy() if method.ascent == "tram-fisher" else x)
         loss = F.cross_entropy(logits, y)
-        record["loss"] = float(loss)
+        record["loss"] = float(loss.detach())
         r = regularizer(logits, x_noisy, targets)
         if r is not None:
-            record["regularizer"] = float(r)
+            record["regularizer"] = float(r.detach())
             loss = loss + method["lambda"] * r
         grads = backward(loss)
 
@@ -338,7 +340,7 @@ def run(case):
                         # Pass 1 saw the noise: d = D(p_noised || p_clean).
                         target, current = current, model.logits(x)
                     else:
-                        target = targets[method.target.removeprefix("tram-")]
+                        target = targets[TARGET_OF[method.target]]
                     d = float(divergence(target, current, method["divergence"], method["reduction"]))
                 record["d"] = d
                 radius = max(0.0, method["scale"] * d)
