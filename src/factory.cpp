@@ -230,6 +230,8 @@ OptionMap parse_options(const std::string& text) {
   return options;
 }
 
+const std::vector<std::string>& base_names() { return kBases; }
+
 const std::vector<std::string>& method_names() {
   static const std::vector<std::string> names = [] {
     std::vector<std::string> all = kBases;

@@ -534,6 +534,15 @@ bool SharpnessAware::prepare_descent_gradient() {
   return true;
 }
 
+void SharpnessAware::descend(StepReport& report) {
+  if (!prepare_descent_gradient()) {
+    skip_step(report);
+    return;
+  }
+  base_step();
+  last_step_ = report;
+}
+
 void SharpnessAware::skip_step(StepReport& report) {
   restore();
   zero_grad();
@@ -577,12 +586,7 @@ Tensor SharpnessAware::step(LossClosure closure) {
     }
     report.passes = 2;
   }
-  if (!prepare_descent_gradient()) {
-    skip_step(report);
-    return loss;
-  }
-  base_step();
-  last_step_ = report;
+  descend(report);
   return loss;
 }
 
@@ -621,12 +625,12 @@ void SharpnessAware::first_step(std::optional<double> trust_region_distance) {
 
 void SharpnessAware::second_step() {
   StepReport report = last_step_;
-  if (report.step_skipped || !prepare_descent_gradient()) {
+  restore();
+  if (report.step_skipped) {
     skip_step(report);
     return;
   }
-  restore();
-  base_step();
+  descend(report);
 }
 
 double SharpnessAware::trust_region_radius(double distance) const {
@@ -858,12 +862,7 @@ StepReport SharpnessAware::step(const ForwardClosure& forward) {
   // 5. Exact restore, then the base step with the descent gradient.
   on_exit.release();
   restore();
-  if (!prepare_descent_gradient()) {
-    skip_step(report);
-    return report;
-  }
-  base_step();
-  last_step_ = report;
+  descend(report);
   return report;
 }
 

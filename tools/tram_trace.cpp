@@ -139,7 +139,6 @@ const std::vector<std::string> kCaseFields = {"layers", "activation", "params", 
                                               "checks"};
 const std::vector<std::string> kBaseFields = {"name", "lr",       "momentum", "dampening", "weight_decay",
                                               "nesterov", "betas", "eps",      "amsgrad"};
-const std::vector<std::string> kPlainBases = {"sgd", "adam", "adamw"};
 
 bool contains(const std::vector<std::string>& list, const std::string& item) {
   return std::find(list.begin(), list.end(), item) != list.end();
@@ -181,14 +180,14 @@ tram::OptionMap read_options(const json& root, const std::string& method) {
     options[key] = std::move(value);
   };
 
-  const bool plain = contains(kPlainBases, method);
+  const bool plain = contains(tram::base_names(), method);
   if (!root.contains("base")) return options;  // the factory's default base and its defaults
   const json& base = root["base"];
   if (!base.is_object()) throw CaseError("base", "must be an object, got " + type_name(base));
   known_fields(base, "base", kBaseFields);
   const std::string name = text(require(base, "name", "base"), "base.name");
-  if (!contains(kPlainBases, name)) {
-    throw CaseError("base.name", "must be one of " + join(kPlainBases) + ", got '" + name + "'");
+  if (!contains(tram::base_names(), name)) {
+    throw CaseError("base.name", "must be one of " + join(tram::base_names()) + ", got '" + name + "'");
   }
   if (plain && name != method) {
     throw CaseError("base.name", "is '" + name + "' but the method is the plain base '" + method + "'");

@@ -28,6 +28,8 @@ OptionMap parse_options(const std::string& text);
 
 // Every factory name, in a stable order (for --help texts and error messages).
 const std::vector<std::string>& method_names();
+// The plain base optimizers among them: "sgd", "adam", "adamw".
+const std::vector<std::string>& base_names();
 
 // The option keys `method` accepts (its own and the base optimizer's).
 std::vector<std::string> option_keys(const std::string& method);

@@ -140,6 +140,8 @@ class SharpnessAware : public torch::optim::Optimizer {
   bool prepare_ascent_gradient();
   bool prepare_descent_gradient();
   void all_reduce_mean(const std::vector<torch::Tensor>& tensors) const;
+  // The descent gradient's hooks, then the base step (or the skip).
+  void descend(StepReport& report);
   // Abandons the step after a non-finite scaled gradient: restores w, backs
   // the scale off, counts it.
   void skip_step(StepReport& report);
