@@ -49,7 +49,7 @@ if [ -z "${TRAM_FORCE_VENV:-}" ] && [ ! -f "$STAMP" ] && prefix=$(torch_prefix_o
 elif [ -f "$STAMP" ] && prefix=$(torch_prefix_of "$VENV/bin/python"); then
   python="$VENV/bin/python"  # already set up: stay quiet
 else
-  log "installing torch $TORCH_VERSION into $VENV (one-time, about 1 GB download)"
+  log "installing torch $TORCH_VERSION into $VENV (one-time, about 0.8 GB download)"
   python3 -m venv "$VENV"
   pip=("$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-input)
   if [ -n "${TRAM_FULL_TORCH_DEPS:-}" ] || [ ! -e /usr/local/cuda/lib64/libcudart.so.13 ]; then
