@@ -99,12 +99,15 @@ NoiseOptions read_noise(OptionReader& in, const std::string& prefix, NoiseOption
 }
 
 ops::Divergence read_divergence(OptionReader& in, ops::Divergence fallback) {
-  return static_cast<ops::Divergence>(
-      in.choice("divergence", {"forward", "reverse", "symmetric"}, static_cast<size_t>(fallback)));
+  const std::vector<std::string> names = {ops::to_string(ops::Divergence::kForward),
+                                          ops::to_string(ops::Divergence::kReverse),
+                                          ops::to_string(ops::Divergence::kSymmetric)};
+  return static_cast<ops::Divergence>(in.choice("divergence", names, static_cast<size_t>(fallback)));
 }
 
 ops::Reduction read_reduction(OptionReader& in, ops::Reduction fallback) {
-  const std::vector<std::string> names = {"none", "mean", "sum", "legacy"};
+  const std::vector<std::string> names = {ops::to_string(ops::Reduction::kNone), ops::to_string(ops::Reduction::kMean),
+                                          ops::to_string(ops::Reduction::kSum), ops::to_string(ops::Reduction::kLegacy)};
   const auto reduction = static_cast<ops::Reduction>(in.choice("reduction", names, static_cast<size_t>(fallback)));
   TORCH_CHECK(reduction != ops::Reduction::kNone, "tram: reduction=none gives one distance per row; the trust-region "
               "radius needs mean, sum or legacy");

@@ -33,35 +33,8 @@ const std::vector<torch::ScalarType> kFloatingDtypes = {torch::kDouble, torch::k
 constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-const char* name(Divergence d) {
-  switch (d) {
-    case Divergence::kForward: return "forward";
-    case Divergence::kReverse: return "reverse";
-    case Divergence::kSymmetric: return "symmetric";
-  }
-  return "?";
-}
 
-const char* name(Reduction r) {
-  switch (r) {
-    case Reduction::kNone: return "none";
-    case Reduction::kMean: return "mean";
-    case Reduction::kSum: return "sum";
-    case Reduction::kLegacy: return "legacy";
-  }
-  return "?";
-}
 
-const char* name(Scaling s) {
-  switch (s) {
-    case Scaling::kIdentity: return "identity";
-    case Scaling::kAdaptive: return "adaptive";
-    case Scaling::kFisher: return "fisher";
-    case Scaling::kReleasedIdentity: return "released-identity";
-    case Scaling::kReleasedAdaptive: return "released-adaptive";
-  }
-  return "?";
-}
 
 std::string describe(const Tensor& t) {
   std::ostringstream out;
@@ -256,7 +229,7 @@ TEST(TrustRegionDivergence, MatchesFloat64DefinitionForEveryDirectionReductionDt
       for (const Tensor& mask : {Tensor(), bool_mask, float_mask}) {
         for (const auto divergence : kDivergences) {
           for (const auto reduction : kReductions) {
-            SCOPED_TRACE(describe(logits.target) + " " + name(divergence) + " " + name(reduction) +
+            SCOPED_TRACE(describe(logits.target) + " " + tram::ops::to_string(divergence) + " " + tram::ops::to_string(reduction) +
                          (mask.defined() ? " masked " + describe(mask) : ""));
             const Tensor result = tram::ops::trust_region_divergence(logits.target, logits.current,
                                                                      divergence, reduction, mask);
@@ -292,8 +265,8 @@ TEST(TrustRegionDivergence, HandlesLogitsOfMagnitude1e4) {
   for (const auto dtype : {torch::kFloat, torch::kHalf, torch::kBFloat16, torch::kDouble}) {
     for (const auto divergence : kDivergences) {
       for (const auto reduction : kReductions) {
-        SCOPED_TRACE(std::string(c10::toString(dtype)) + " " + name(divergence) + " " +
-                     name(reduction));
+        SCOPED_TRACE(std::string(c10::toString(dtype)) + " " + tram::ops::to_string(divergence) + " " +
+                     tram::ops::to_string(reduction));
         const Tensor t = target.to(dtype);
         const Tensor c = current.to(dtype);
         const Tensor result = tram::ops::trust_region_divergence(t, c, divergence, reduction);
@@ -319,7 +292,7 @@ TEST(TrustRegionDivergence, TargetClassesWithNegativeInfinityContributeZero) {
     // over the kept classes alone.
     const Tensor current_same_support = torch::cat({kept.current, ruled_out}, -1);
     for (const auto divergence : kDivergences) {
-      SCOPED_TRACE(name(divergence));
+      SCOPED_TRACE(tram::ops::to_string(divergence));
       const Tensor result = tram::ops::trust_region_divergence(
           target.to(dtype), current_same_support.to(dtype), divergence, Reduction::kNone);
       expect_close(result,
@@ -368,8 +341,8 @@ TEST(TrustRegionDivergence, MaskedRowsMayHoldNonFiniteValues) {
     const Tensor current = torch::where(row_is_valid, clean.current, poison.flip({0}));
     for (const auto divergence : kDivergences) {
       for (const auto reduction : kReductions) {
-        SCOPED_TRACE(std::string(c10::toString(dtype)) + " " + name(divergence) + " " +
-                     name(reduction));
+        SCOPED_TRACE(std::string(c10::toString(dtype)) + " " + tram::ops::to_string(divergence) + " " +
+                     tram::ops::to_string(reduction));
         const Tensor target_leaf = target.clone().requires_grad_();
         const Tensor current_leaf = current.clone().requires_grad_();
         const Tensor result = tram::ops::trust_region_divergence(target_leaf, current_leaf,
@@ -398,9 +371,9 @@ TEST(TrustRegionDivergence, EmptyAndFullyMaskedBatchesGiveZero) {
   const auto finite_rows = random_logits({4, 3}, torch::kFloat);
   const Tensor all_masked = torch::zeros({4}, torch::kBool);
   for (const auto divergence : kDivergences) {
-    SCOPED_TRACE(name(divergence));
+    SCOPED_TRACE(tram::ops::to_string(divergence));
     for (const auto reduction : {Reduction::kMean, Reduction::kSum, Reduction::kLegacy}) {
-      SCOPED_TRACE(name(reduction));
+      SCOPED_TRACE(tram::ops::to_string(reduction));
       const Tensor empty =
           tram::ops::trust_region_divergence(no_rows, no_rows, divergence, reduction);
       EXPECT_EQ(empty.dim(), 0);
@@ -481,7 +454,7 @@ TEST(TrustRegionDivergence, BackwardMatchesAutogradOfCompositeInFloat64) {
     for (const Tensor& mask : {Tensor(), every_third_row_masked(shape)}) {
       for (const auto divergence : kDivergences) {
         for (const auto reduction : kReductions) {
-          SCOPED_TRACE(describe(logits.target) + " " + name(divergence) + " " + name(reduction) +
+          SCOPED_TRACE(describe(logits.target) + " " + tram::ops::to_string(divergence) + " " + tram::ops::to_string(reduction) +
                        (mask.defined() ? " masked" : ""));
           const Tensor probe =
               composite_divergence(logits.target, logits.current, divergence, reduction, mask);
@@ -513,7 +486,7 @@ TEST(TrustRegionDivergence, BackwardMatchesCentralFiniteDifferences) {
   for (const Tensor& row_mask : {Tensor(), mask}) {
     for (const auto divergence : kDivergences) {
       for (const auto reduction : kReductions) {
-        SCOPED_TRACE(std::string(name(divergence)) + " " + name(reduction) +
+        SCOPED_TRACE(std::string(tram::ops::to_string(divergence)) + " " + tram::ops::to_string(reduction) +
                      (row_mask.defined() ? " masked" : ""));
         // Scalar loss sum(upstream * output) so kNone is covered too.
         const Tensor upstream = random_upstream(tram::ops::trust_region_divergence(
@@ -569,7 +542,7 @@ TEST(TrustRegionDivergence, GradientsHaveInputDtypesAndMatchFloat64) {
     for (const auto divergence : kDivergences) {
       for (const auto reduction : kReductions) {
         SCOPED_TRACE(std::string(c10::toString(target_dtype)) + "/" + c10::toString(current_dtype) +
-                     " " + name(divergence) + " " + name(reduction));
+                     " " + tram::ops::to_string(divergence) + " " + tram::ops::to_string(reduction));
         const Tensor probe =
             tram::ops::trust_region_divergence(target, current, divergence, reduction, mask);
         EXPECT_EQ(probe.scalar_type(), torch::kFloat);
@@ -740,7 +713,7 @@ TEST(MultiTensorAscent, SquaredNormMatchesPerTensorFormula) {
   torch::manual_seed(20);
   for (const auto dtype : kFloatingDtypes) {
     for (const auto scaling : kScalings) {
-      SCOPED_TRACE(std::string(c10::toString(dtype)) + " " + name(scaling));
+      SCOPED_TRACE(std::string(c10::toString(dtype)) + " " + tram::ops::to_string(scaling));
       const AscentCase c = make_ascent_case(scaling, dtype);
       const Tensor norm = tram::ops::squared_norm(c.params, c.grads, c.spec);
       EXPECT_EQ(norm.dim(), 0);
@@ -788,7 +761,7 @@ TEST(MultiTensorAscent, AscendWithBackupMatchesFormulaAndBacksUpExactly) {
   torch::manual_seed(22);
   for (const auto dtype : kFloatingDtypes) {
     for (const auto scaling : kScalings) {
-      SCOPED_TRACE(std::string(c10::toString(dtype)) + " " + name(scaling));
+      SCOPED_TRACE(std::string(c10::toString(dtype)) + " " + tram::ops::to_string(scaling));
       const AscentCase c = make_ascent_case(scaling, dtype);
       const std::vector<Tensor> original = clones(c.params);
       const std::vector<Tensor> grads_before = clones(c.grads);
@@ -811,7 +784,7 @@ TEST(MultiTensorAscent, AscendFromMatchesFormulaAndLeavesSourcesUntouched) {
   torch::manual_seed(23);
   for (const auto dtype : kFloatingDtypes) {
     for (const auto scaling : kScalings) {
-      SCOPED_TRACE(std::string(c10::toString(dtype)) + " " + name(scaling));
+      SCOPED_TRACE(std::string(c10::toString(dtype)) + " " + tram::ops::to_string(scaling));
       const AscentCase c = make_ascent_case(scaling, dtype);
       const std::vector<Tensor> sources = clones(c.params);
       std::vector<Tensor> params;
@@ -851,7 +824,7 @@ TEST(MultiTensorAscent, ReleasedScalingsDoNotFollowTheGradient) {
   for (const auto scaling : {Scaling::kIdentity, Scaling::kAdaptive, Scaling::kFisher}) {
     spec.scaling = scaling;
     tram::ops::ascend_from(out, w, zero_grad, spec);
-    EXPECT_TRUE(torch::equal(out[0], w[0])) << name(scaling);
+    EXPECT_TRUE(torch::equal(out[0], w[0])) << tram::ops::to_string(scaling);
   }
 }
 

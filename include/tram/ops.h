@@ -101,4 +101,10 @@ void copy(torch::TensorList dst, torch::TensorList src);
 // Exchange the contents of a[i] and b[i] in place (TRAM-θt-1 memory trick).
 void swap(torch::TensorList a, torch::TensorList b);
 
+// Names of the enums above, as the factory's options spell them
+// ("forward", "mean", "adaptive", ...).
+const char* to_string(Divergence divergence);
+const char* to_string(Reduction reduction);
+const char* to_string(Scaling scaling);
+
 }  // namespace tram::ops

@@ -59,28 +59,6 @@ std::string describe(const Tensor& t) {
   return out.str();
 }
 
-std::string name(Divergence d) {
-  return d == Divergence::kForward ? "forward" : d == Divergence::kReverse ? "reverse" : "symmetric";
-}
-std::string name(Reduction r) {
-  switch (r) {
-    case Reduction::kNone: return "none";
-    case Reduction::kMean: return "mean";
-    case Reduction::kSum: return "sum";
-    case Reduction::kLegacy: return "legacy";
-  }
-  return "?";
-}
-std::string name(Scaling s) {
-  switch (s) {
-    case Scaling::kIdentity: return "identity";
-    case Scaling::kAdaptive: return "adaptive";
-    case Scaling::kFisher: return "fisher";
-    case Scaling::kReleasedIdentity: return "released-identity";
-    case Scaling::kReleasedAdaptive: return "released-adaptive";
-  }
-  return "?";
-}
 
 // One unit in the last place of a dtype, relative.
 double ulp(torch::ScalarType dtype) {
@@ -188,8 +166,8 @@ bool kernels_take(const Tensor& target, const Tensor& current) {
 void expect_divergence_matches_cpu(const Logits& gpu, const Logits& cpu, const Tensor& mask,
                                    Divergence divergence, Reduction reduction, double value_rtol,
                                    double grad_rtol, bool check_grads = true) {
-  SCOPED_TRACE(describe(gpu.target) + " / " + describe(gpu.current) + " " + name(divergence) +
-               " " + name(reduction) + (mask.defined() ? " masked" : ""));
+  SCOPED_TRACE(describe(gpu.target) + " / " + describe(gpu.current) + " " + tram::ops::to_string(divergence) +
+               " " + tram::ops::to_string(reduction) + (mask.defined() ? " masked" : ""));
   ASSERT_TRUE(gpu.target.is_cuda() && gpu.current.is_cuda());
   // detach() keeps the strides: the leaves are the views themselves.
   const Tensor target_gpu = gpu.target.detach().requires_grad_(check_grads);
@@ -560,7 +538,7 @@ TEST(CudaMultiTensor, SquaredNormMatchesCpuReference) {
   torch::manual_seed(201);
   for (const auto dtype : kParamDtypes) {
     for (const auto scaling : kScalings) {
-      SCOPED_TRACE(std::string(c10::toString(dtype)) + " " + name(scaling));
+      SCOPED_TRACE(std::string(c10::toString(dtype)) + " " + tram::ops::to_string(scaling));
       const Lists lists = make_lists(odd_tensor_specs(), dtype, scaling);
       EXPECT_TRUE(kernels_take({lists.gpu_params, lists.gpu_grads}));
       const Tensor on_gpu = tram::ops::squared_norm(lists.gpu_params, lists.gpu_grads, lists.spec);
@@ -621,7 +599,7 @@ TEST(CudaMultiTensor, AscendWithBackupMatchesCpuReferenceAndBacksUpExactly) {
   torch::manual_seed(204);
   for (const auto dtype : kParamDtypes) {
     for (const auto scaling : kScalings) {
-      SCOPED_TRACE(std::string(c10::toString(dtype)) + " " + name(scaling));
+      SCOPED_TRACE(std::string(c10::toString(dtype)) + " " + tram::ops::to_string(scaling));
       Lists lists = make_lists(odd_tensor_specs(), dtype, scaling);
       std::vector<Tensor> gpu_backups, cpu_backups;
       for (size_t i = 0; i < lists.gpu_params.size(); ++i) {
@@ -646,7 +624,7 @@ TEST(CudaMultiTensor, AscendFromMatchesCpuReferenceAndLeavesSourcesUntouched) {
   torch::manual_seed(205);
   for (const auto dtype : kParamDtypes) {
     for (const auto scaling : kScalings) {
-      SCOPED_TRACE(std::string(c10::toString(dtype)) + " " + name(scaling));
+      SCOPED_TRACE(std::string(c10::toString(dtype)) + " " + tram::ops::to_string(scaling));
       Lists lists = make_lists(odd_tensor_specs(), dtype, scaling);
       // The sources are the values; params start poisoned.
       const std::vector<Tensor> gpu_sources = lists.gpu_params;
