@@ -1,0 +1,27 @@
+# Runs one example program and checks the metrics it wrote:
+#   cmake -DPROGRAM=tram-vit "-DARGUMENTS=--model ... --steps 3" -DOUT=dir -DSPLIT=test -P check_metrics.cmake
+# Fails unless the program exits 0 and OUT/metrics.csv has the header, training
+# loss rows and rows of the evaluation set SPLIT.
+separate_arguments(arguments UNIX_COMMAND "${ARGUMENTS}")
+file(MAKE_DIRECTORY ${OUT})
+execute_process(COMMAND ${PROGRAM} ${arguments} --out ${OUT} RESULT_VARIABLE code OUTPUT_VARIABLE output ERROR_VARIABLE output)
+if(NOT code EQUAL 0)
+  message(FATAL_ERROR "${PROGRAM} exited with ${code}:\n${output}")
+endif()
+if(NOT EXISTS ${OUT}/metrics.csv)
+  message(FATAL_ERROR "${OUT}/metrics.csv was not written")
+endif()
+file(STRINGS ${OUT}/metrics.csv rows)
+list(LENGTH rows count)
+list(GET rows 0 header)
+if(NOT header STREQUAL "step,split,metric,value")
+  message(FATAL_ERROR "metrics.csv header: ${header}")
+endif()
+list(FILTER rows INCLUDE REGEX ",train,loss,")
+list(LENGTH rows train_rows)
+file(STRINGS ${OUT}/metrics.csv eval_rows REGEX ",${SPLIT},")
+list(LENGTH eval_rows eval_count)
+if(train_rows LESS 3 OR eval_count LESS 2)
+  message(FATAL_ERROR "metrics.csv has ${train_rows} training-loss rows and ${eval_count} '${SPLIT}' rows; expected >= 3 and >= 2")
+endif()
+message(STATUS "${OUT}/metrics.csv: ${count} rows")
