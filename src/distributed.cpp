@@ -8,11 +8,18 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+// TRAM_HAVE_NCCL is defined for this file only (cmake/TramNccl.cmake) when the
+// LibTorch that was found has c10d NCCL (USE_C10D_NCCL) and nccl.h was found.
+#ifdef TRAM_HAVE_NCCL
+#include <c10/cuda/CUDAFunctions.h>
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+
 namespace tram {
 
 namespace {
-c10::intrusive_ptr<c10d::Store> make_store(const std::string& rendezvous, int rank, int world_size,
-                                           std::chrono::milliseconds timeout) {
+c10::intrusive_ptr<c10d::Store> make_store(const char* who, const std::string& rendezvous, int rank,
+                                           int world_size, std::chrono::milliseconds timeout) {
   const std::string file = "file://", tcp = "tcp://";
   if (rendezvous.rfind(file, 0) == 0) {
     return c10::make_intrusive<c10d::FileStore>(rendezvous.substr(file.size()), world_size);
@@ -20,7 +27,7 @@ c10::intrusive_ptr<c10d::Store> make_store(const std::string& rendezvous, int ra
   if (rendezvous.rfind(tcp, 0) == 0) {
     const std::string address = rendezvous.substr(tcp.size());
     const auto colon = address.rfind(':');
-    TORCH_CHECK(colon != std::string::npos && colon > 0, "tram::make_process_group: rendezvous '", rendezvous,
+    TORCH_CHECK(colon != std::string::npos && colon > 0, who, ": rendezvous '", rendezvous,
                 "' needs a port: tcp://<host>:<port>");
     c10d::TCPStoreOptions options;
     options.port = static_cast<uint16_t>(std::stoi(address.substr(colon + 1)));
@@ -29,16 +36,21 @@ c10::intrusive_ptr<c10d::Store> make_store(const std::string& rendezvous, int ra
     options.timeout = timeout;
     return c10::make_intrusive<c10d::TCPStore>(address.substr(0, colon), options);
   }
-  TORCH_CHECK(false, "tram::make_process_group: unknown rendezvous '", rendezvous,
+  TORCH_CHECK(false, who, ": unknown rendezvous '", rendezvous,
               "'; use file://<path> or tcp://<host>:<port>");
+}
+
+void check_rank(const char* who, int rank, int world_size) {
+  TORCH_CHECK(world_size >= 1 && rank >= 0 && rank < world_size, who, ": invalid rank ", rank, " for world size ",
+              world_size, " (need 0 <= rank < world_size)");
 }
 }  // namespace
 
 c10::intrusive_ptr<c10d::Backend> make_process_group(const std::string& rendezvous, int rank, int world_size,
                                                      std::chrono::milliseconds timeout) {
-  TORCH_CHECK(world_size >= 1 && rank >= 0 && rank < world_size, "tram::make_process_group: invalid rank ", rank,
-              " for world size ", world_size, " (need 0 <= rank < world_size)");
-  auto store = make_store(rendezvous, rank, world_size, timeout);
+  const char* who = "tram::make_process_group";
+  check_rank(who, rank, world_size);
+  auto store = make_store(who, rendezvous, rank, world_size, timeout);
   auto options = c10d::ProcessGroupGloo::Options::create(timeout);
   // Loopback for a single host; multi-host runs use the host's name.
   const bool loopback = rendezvous.rfind("file://", 0) == 0 || rendezvous.find("127.0.0.1") != std::string::npos ||
@@ -47,6 +59,44 @@ c10::intrusive_ptr<c10d::Backend> make_process_group(const std::string& rendezvo
                                       : c10d::ProcessGroupGloo::createDefaultDevice());
   return c10::make_intrusive<c10d::ProcessGroupGloo>(c10::make_intrusive<c10d::PrefixStore>("tram", store), rank,
                                                      world_size, options);
+}
+
+bool has_nccl() {
+#ifdef TRAM_HAVE_NCCL
+  return true;
+#else
+  return false;
+#endif
+}
+
+c10::intrusive_ptr<c10d::Backend> make_nccl_process_group(const std::string& rendezvous, int rank, int world_size,
+                                                          std::chrono::milliseconds timeout) {
+  const char* who = "tram::make_nccl_process_group";
+#ifndef TRAM_HAVE_NCCL
+  (void)rendezvous;
+  (void)rank;
+  (void)world_size;
+  (void)timeout;
+  TORCH_CHECK(false, who, ": tram was built without NCCL support (TRAM_WITH_NCCL=OFF). Rebuild tram against a "
+              "CUDA LibTorch that has c10d NCCL (USE_C10D_NCCL, as the CUDA wheels do), with nccl.h findable "
+              "(NCCL_INCLUDE_DIR or NCCL_ROOT) and -DTRAM_WITH_NCCL=ON; on CPUs use tram::make_process_group (Gloo)");
+#else
+  check_rank(who, rank, world_size);
+  // Checked before the rendezvous, so that a rank without a GPU fails at once
+  // instead of waiting for the others in the store.
+  const int devices = static_cast<int>(c10::cuda::device_count());
+  TORCH_CHECK(devices > 0, who, ": NCCL needs a CUDA GPU but no CUDA device is available to rank ", rank,
+              " (torch sees 0 devices); on CPUs use tram::make_process_group (Gloo)");
+  const int device = rank % devices;
+  c10::cuda::set_device(static_cast<c10::DeviceIndex>(device));
+  auto store = make_store(who, rendezvous, rank, world_size, timeout);
+  auto options = c10d::ProcessGroupNCCL::Options::create();
+  options->timeout = timeout;
+  // Communicators are created lazily, on the device of the first collective's
+  // tensors (this rank's device, set above).
+  return c10::make_intrusive<c10d::ProcessGroupNCCL>(c10::make_intrusive<c10d::PrefixStore>("tram", store), rank,
+                                                     world_size, options);
+#endif
 }
 
 }  // namespace tram

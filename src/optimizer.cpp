@@ -7,11 +7,14 @@
 #include <torch/nn/module.h>
 #include <torch/serialize/archive.h>
 
+#include <ATen/autocast_mode.h>
 #include <c10/util/ScopeExit.h>
 #include <torch/csrc/distributed/c10d/Backend.hpp>
 #include <torch/nn/utils/clip_grad.h>
 
+#include <array>
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <string>
 #include <utility>
@@ -556,6 +559,18 @@ void SharpnessAware::skip_step(StepReport& report) {
 // The LibTorch closure and the two-call API.
 // ---------------------------------------------------------------------------
 
+namespace {
+// Autocast keeps the low-precision copy of every fp32 leaf parameter it casts
+// until the outermost autocast region ends (Python's autocast.__exit__; C++
+// code calls at::autocast::clear_cache()). The engine changes w in place
+// between the passes of one step (ascent, target parameter sets, restore) and
+// the base step changes it between steps, so under an autocast region that
+// spans step(), a cached copy would make pass 2 see w instead of w + e and
+// every pass see the weights of the first cast. The cache is therefore
+// dropped before every pass; the casts are redone from the current w.
+void drop_autocast_cache() { at::autocast::clear_cache(); }
+}  // namespace
+
 Tensor SharpnessAware::step(LossClosure closure) {
   const auto& n = method_.name();
   TORCH_CHECK(closure, n, ": step() needs a closure that zeroes the gradients, runs forward and backward and "
@@ -568,6 +583,7 @@ Tensor SharpnessAware::step(LossClosure closure) {
   Tensor loss;
   {
     torch::AutoGradMode enable_grad(true);
+    drop_autocast_cache();
     loss = closure();
   }
   StepReport report;
@@ -582,6 +598,7 @@ Tensor SharpnessAware::step(LossClosure closure) {
     {
       auto put_back = c10::make_scope_exit([this] { restore(); });
       torch::AutoGradMode enable_grad(true);
+      drop_autocast_cache();
       closure();
     }
     report.passes = 2;
@@ -620,10 +637,13 @@ void SharpnessAware::first_step(std::optional<double> trust_region_distance) {
     return;
   }
   ascend(radii, report);
+  drop_autocast_cache();  // the caller's pass 2 must see w + e
   last_step_ = report;
 }
 
 void SharpnessAware::second_step() {
+  // w changes (restore, base step): the caller's next pass must not see casts of the old w.
+  auto drop = c10::make_scope_exit([] { drop_autocast_cache(); });
   StepReport report = last_step_;
   restore();
   if (report.step_skipped) {
@@ -716,6 +736,7 @@ StepReport SharpnessAware::step(const ForwardClosure& forward) {
                  bool updates_statistics = false) -> PassOutput {
     Pass pass(kind, std::move(noise), &noise_sampler_, micro_batch, k);
     ++report.passes;
+    drop_autocast_cache();
     PassOutput out;
     if (kind == PassKind::kTarget) {
       EvalModeScope eval(module_.get());
@@ -871,96 +892,194 @@ StepReport SharpnessAware::step(const ForwardClosure& forward) {
 // ---------------------------------------------------------------------------
 
 namespace {
-constexpr int64_t kArchiveVersion = 1;
+// Version 1: the state below directly in the archive. Version 2 (written
+// now): the version-1 state serialized into a byte payload, stored with its
+// length and FNV-1a checksum next to the method's name, so that a damaged
+// archive (a flipped bit in a tensor, which LibTorch's reader does not
+// detect) is rejected instead of silently loaded. Both are read.
+constexpr int64_t kArchiveVersion = 2;
+
+uint64_t fnv1a(const uint8_t* data, size_t size) {
+  uint64_t hash = 14695981039346656037ull;
+  for (size_t i = 0; i < size; ++i) {
+    hash ^= data[i];
+    hash *= 1099511628211ull;
+  }
+  return hash;
+}
+
+// Reads one entry, naming it when it is missing (a truncated or damaged
+// archive, or one that tram's save() did not write).
+template <typename T>
+void read_entry(torch::serialize::InputArchive& archive, const std::string& key, T& value) {
+  TORCH_CHECK(archive.try_read(key, value), "the archive has no entry '", key,
+              "' (truncated or damaged, or not written by a tram optimizer's save())");
+}
+
+int64_t read_int(torch::serialize::InputArchive& archive, const std::string& key) {
+  c10::IValue value;
+  read_entry(archive, key, value);
+  TORCH_CHECK(value.isInt(), "entry '", key, "' is a ", value.tagKind(), ", expected an integer (damaged archive?)");
+  return value.toInt();
+}
+
+double read_double(torch::serialize::InputArchive& archive, const std::string& key) {
+  c10::IValue value;
+  read_entry(archive, key, value);
+  TORCH_CHECK(value.isDouble(), "entry '", key, "' is a ", value.tagKind(), ", expected a number (damaged archive?)");
+  return value.toDouble();
+}
+
+std::string read_string(torch::serialize::InputArchive& archive, const std::string& key) {
+  c10::IValue value;
+  read_entry(archive, key, value);
+  TORCH_CHECK(value.isString(), "entry '", key, "' is a ", value.tagKind(), ", expected a string (damaged archive?)");
+  return value.toStringRef();
+}
 
 void write_set(torch::serialize::OutputArchive& archive, const std::string& name, const std::vector<Tensor>& set) {
   archive.write("tram/" + name + "/size", c10::IValue(static_cast<int64_t>(set.size())));
   for (size_t i = 0; i < set.size(); ++i) archive.write("tram/" + name + "/" + std::to_string(i), set[i], true);
 }
 
-void read_set(torch::serialize::InputArchive& archive, const std::string& method, const std::string& name,
-              std::vector<Tensor>& set) {
-  c10::IValue size;
-  archive.read("tram/" + name + "/size", size);
-  TORCH_CHECK(static_cast<size_t>(size.toInt()) == set.size(), method, ": the checkpoint's '", name, "' buffer has ",
-              size.toInt(), " tensors but this optimizer manages ", set.size(),
+// Reads a parameter-sized buffer into new tensors, checking it against `set`
+// (nothing is copied into the optimizer here).
+std::vector<Tensor> read_set(torch::serialize::InputArchive& archive, const std::string& name,
+                             const std::vector<Tensor>& set) {
+  const int64_t size = read_int(archive, "tram/" + name + "/size");
+  TORCH_CHECK(size >= 0 && static_cast<size_t>(size) == set.size(), "the checkpoint's '", name, "' buffer has ", size,
+              " tensors but this optimizer manages ", set.size(),
               " parameters; load it into an optimizer built over the same parameters");
-  torch::NoGradGuard no_grad;
+  std::vector<Tensor> values;
   for (size_t i = 0; i < set.size(); ++i) {
     Tensor value;
-    archive.read("tram/" + name + "/" + std::to_string(i), value, true);
-    TORCH_CHECK(value.sizes() == set[i].sizes(), method, ": checkpoint tensor tram/", name, "/", i, " has shape ",
+    read_entry(archive, "tram/" + name + "/" + std::to_string(i), value);
+    TORCH_CHECK(value.sizes() == set[i].sizes(), "checkpoint tensor tram/", name, "/", i, " has shape ",
                 value.sizes(), " but the parameter has shape ", set[i].sizes());
-    set[i].copy_(value);
+    values.push_back(std::move(value));
   }
+  return values;
 }
 }  // namespace
 
 void SharpnessAware::save(torch::serialize::OutputArchive& archive) const {
   TORCH_CHECK(!anchor_active_, method_.name(), ": save() while the parameters are perturbed (between first_step() and "
               "second_step()); save after second_step()");
+  // The version-1 layout, into the payload.
+  torch::serialize::OutputArchive state;
+  state.write("tram/method", c10::IValue(method_.name()));
+  state.write("tram/step_count", c10::IValue(step_count_));
+  state.write("tram/skipped_ascents", c10::IValue(skipped_ascents_));
+  state.write("tram/skipped_steps", c10::IValue(skipped_steps_));
+  if (scaler_) {
+    torch::serialize::OutputArchive scaler(state.compilation_unit());
+    scaler_->save(scaler);
+    state.write("tram/scaler", scaler);
+  }
+  state.write("tram/groups", c10::IValue(static_cast<int64_t>(param_groups_.size())));
+  for (size_t i = 0; i < param_groups_.size(); ++i) {
+    torch::serialize::OutputArchive group(state.compilation_unit());
+    param_groups_[i].options().serialize(group);
+    state.write("tram/group/" + std::to_string(i), group);
+  }
+  write_set(state, "previous", previous_);
+  write_set(state, "pretrained", pretrained_);
+  write_set(state, "ema", ema_);
+  torch::serialize::OutputArchive base(state.compilation_unit());
+  base_->save(base);
+  state.write("base", base);
+
+  std::string bytes;
+  state.save_to([&bytes](const void* data, size_t size) {
+    bytes.append(static_cast<const char*>(data), size);
+    return size;
+  });
+  Tensor payload = torch::empty({static_cast<int64_t>(bytes.size())}, torch::kUInt8);
+  std::memcpy(payload.data_ptr<uint8_t>(), bytes.data(), bytes.size());
+  const uint64_t checksum = fnv1a(payload.data_ptr<uint8_t>(), bytes.size());
   archive.write("tram/version", c10::IValue(kArchiveVersion));
   archive.write("tram/method", c10::IValue(method_.name()));
-  archive.write("tram/step_count", c10::IValue(step_count_));
-  archive.write("tram/skipped_ascents", c10::IValue(skipped_ascents_));
-  archive.write("tram/skipped_steps", c10::IValue(skipped_steps_));
-  if (scaler_) {
-    torch::serialize::OutputArchive scaler(archive.compilation_unit());
-    scaler_->save(scaler);
-    archive.write("tram/scaler", scaler);
-  }
-  archive.write("tram/groups", c10::IValue(static_cast<int64_t>(param_groups_.size())));
-  for (size_t i = 0; i < param_groups_.size(); ++i) {
-    torch::serialize::OutputArchive group(archive.compilation_unit());
-    param_groups_[i].options().serialize(group);
-    archive.write("tram/group/" + std::to_string(i), group);
-  }
-  write_set(archive, "previous", previous_);
-  write_set(archive, "pretrained", pretrained_);
-  write_set(archive, "ema", ema_);
-  torch::serialize::OutputArchive base(archive.compilation_unit());
-  base_->save(base);
-  archive.write("base", base);
+  archive.write("tram/payload", payload, true);
+  archive.write("tram/payload_size", c10::IValue(static_cast<int64_t>(bytes.size())));
+  archive.write("tram/payload_fnv1a", c10::IValue(static_cast<int64_t>(checksum)));
 }
 
 void SharpnessAware::load(torch::serialize::InputArchive& archive) {
   const auto& n = method_.name();
   restore();
   sync_groups();
-  c10::IValue value;
-  TORCH_CHECK(archive.try_read("tram/version", value), n, ": the archive has no tram optimizer state "
-              "(was it written by a tram optimizer's save()?)");
-  TORCH_CHECK(value.toInt() == kArchiveVersion, n, ": unsupported tram checkpoint version ", value.toInt(),
-              " (this build reads version ", kArchiveVersion, ")");
-  archive.read("tram/method", value);
-  TORCH_CHECK(value.toStringRef() == n, n, ": the checkpoint was written by a ", value.toStringRef(),
-              " optimizer; load it into a ", value.toStringRef(), " optimizer");
-  archive.read("tram/groups", value);
-  TORCH_CHECK(static_cast<size_t>(value.toInt()) == param_groups_.size(), n, ": the checkpoint has ", value.toInt(),
-              " parameter groups, this optimizer ", param_groups_.size());
-  for (size_t i = 0; i < param_groups_.size(); ++i) {
-    torch::serialize::InputArchive group;
-    archive.read("tram/group/" + std::to_string(i), group);
-    param_groups_[i].options().serialize(group);
+  // Everything is read and checked before anything changes: a rejected
+  // checkpoint leaves the optimizer as it was (the base optimizer's own
+  // load() comes last, and LibTorch's also reads everything first).
+  try {
+    const int64_t version = read_int(archive, "tram/version");
+    TORCH_CHECK(version == 1 || version == kArchiveVersion, "unsupported tram checkpoint version ", version,
+                " (this build reads versions 1 and ", kArchiveVersion, ")");
+    const std::string method = read_string(archive, "tram/method");
+    TORCH_CHECK(method == n, "the checkpoint was written by a ", method, " optimizer; load it into a ", method,
+                " optimizer");
+    torch::serialize::InputArchive payload_archive;
+    torch::serialize::InputArchive* state = &archive;
+    if (version >= 2) {
+      Tensor payload;
+      read_entry(archive, "tram/payload", payload);
+      const int64_t size = read_int(archive, "tram/payload_size");
+      const auto expected = static_cast<uint64_t>(read_int(archive, "tram/payload_fnv1a"));
+      TORCH_CHECK(payload.scalar_type() == torch::kUInt8 && payload.dim() == 1 && payload.numel() == size,
+                  "the state payload has ", payload.numel(), " bytes of ", payload.scalar_type(), ", expected ", size,
+                  " bytes of Byte (truncated or damaged archive)");
+      payload = payload.cpu().contiguous();
+      const uint64_t actual = fnv1a(payload.data_ptr<uint8_t>(), static_cast<size_t>(size));
+      TORCH_CHECK(actual == expected, "checksum mismatch in the state payload (FNV-1a ", actual, ", saved ", expected,
+                  "): the archive is damaged");
+      // Onto the parameters' device, as the outer archive's tensors would be.
+      std::optional<torch::Device> device;
+      const auto params = managed_parameters(false).params;
+      if (!params.empty()) device = params[0].device();
+      payload_archive.load_from(reinterpret_cast<const char*>(payload.data_ptr<uint8_t>()),
+                                static_cast<size_t>(size), device);
+      state = &payload_archive;
+      TORCH_CHECK(read_string(*state, "tram/method") == n, "the state payload names another method");
+    }
+    const int64_t groups = read_int(*state, "tram/groups");
+    TORCH_CHECK(groups >= 0 && static_cast<size_t>(groups) == param_groups_.size(), "the checkpoint has ", groups,
+                " parameter groups, this optimizer ", param_groups_.size());
+    std::vector<std::array<double, 3>> options;  // rho, eta, fisher_eta per group
+    for (size_t i = 0; i < param_groups_.size(); ++i) {
+      torch::serialize::InputArchive group;
+      read_entry(*state, "tram/group/" + std::to_string(i), group);
+      options.push_back({read_double(group, "rho"), read_double(group, "eta"), read_double(group, "fisher_eta")});
+    }
+    auto previous = read_set(*state, "previous", previous_);
+    auto pretrained = read_set(*state, "pretrained", pretrained_);
+    auto ema = read_set(*state, "ema", ema_);
+    const int64_t step_count = read_int(*state, "tram/step_count");
+    const int64_t skipped_ascents = read_int(*state, "tram/skipped_ascents");
+    const int64_t skipped_steps = read_int(*state, "tram/skipped_steps");
+    torch::serialize::InputArchive scaler;
+    const bool has_scaler = state->try_read("tram/scaler", scaler);
+    TORCH_CHECK(has_scaler == (scaler_ != nullptr), "the checkpoint ", has_scaler ? "has" : "has no",
+                " loss-scaler state but this optimizer ", scaler_ ? "has" : "has no",
+                " GradScaler attached; attach one (set_grad_scaler) before load() exactly when the run used one");
+    torch::serialize::InputArchive base;
+    read_entry(*state, "base", base);
+
+    base_->load(base);
+    if (scaler_) scaler_->load(scaler);
+    for (size_t i = 0; i < param_groups_.size(); ++i) {
+      group_options(i).rho(options[i][0]).eta(options[i][1]).fisher_eta(options[i][2]);
+    }
+    torch::NoGradGuard no_grad;
+    using Pair = std::pair<std::vector<Tensor>*, const std::vector<Tensor>*>;
+    for (const auto& [set, values] : {Pair{&previous_, &previous}, Pair{&pretrained_, &pretrained}, Pair{&ema_, &ema}}) {
+      for (size_t i = 0; i < set->size(); ++i) (*set)[i].copy_((*values)[i]);
+    }
+    step_count_ = step_count;
+    skipped_ascents_ = skipped_ascents;
+    skipped_steps_ = skipped_steps;
+  } catch (const c10::Error& e) {
+    TORCH_CHECK(false, "tram ", n, ": cannot load optimizer state: ", e.msg());
   }
-  read_set(archive, n, "previous", previous_);
-  read_set(archive, n, "pretrained", pretrained_);
-  read_set(archive, n, "ema", ema_);
-  torch::serialize::InputArchive base;
-  archive.read("base", base);
-  base_->load(base);
-  archive.read("tram/step_count", value);
-  step_count_ = value.toInt();
-  archive.read("tram/skipped_ascents", value);
-  skipped_ascents_ = value.toInt();
-  archive.read("tram/skipped_steps", value);
-  skipped_steps_ = value.toInt();
-  torch::serialize::InputArchive scaler;
-  const bool has_scaler = archive.try_read("tram/scaler", scaler);
-  TORCH_CHECK(has_scaler == (scaler_ != nullptr), n, ": the checkpoint ", has_scaler ? "has" : "has no",
-              " loss-scaler state but this optimizer ", scaler_ ? "has" : "has no",
-              " GradScaler attached; attach one (set_grad_scaler) before load() exactly when the run used one");
-  if (scaler_) scaler_->load(scaler);
 }
 
 }  // namespace tram

@@ -6,8 +6,8 @@
 //
 // Every rank then takes exactly the step one process would take on the whole
 // batch (equal shards): both passes' gradients and the trust-region distance
-// are averaged over ranks. On GPUs, construct a c10d::ProcessGroupNCCL (a
-// c10d::Backend) yourself and pass it to set_process_group the same way.
+// are averaged over ranks. On GPUs, use make_nccl_process_group (one GPU per
+// rank, CUDA parameters) and pass it to set_process_group the same way.
 #pragma once
 
 #include <c10/util/intrusive_ptr.h>
@@ -27,5 +27,16 @@ namespace tram {
 // that do not complete within `timeout` (e.g. a rank died) throw.
 c10::intrusive_ptr<c10d::Backend> make_process_group(const std::string& rendezvous, int rank, int world_size,
                                                      std::chrono::milliseconds timeout = std::chrono::minutes(5));
+
+// An NCCL backend (CUDA tensors) for `world_size` ranks, same rendezvous
+// strings as make_process_group. Rank r uses CUDA device r % device_count();
+// the caller's parameters must live on that device. Throws if tram was built
+// without NCCL (has_nccl() is false: rebuild against a CUDA LibTorch with
+// NCCL, with TRAM_WITH_NCCL=ON) or if no CUDA device is available.
+c10::intrusive_ptr<c10d::Backend> make_nccl_process_group(const std::string& rendezvous, int rank, int world_size,
+                                                          std::chrono::milliseconds timeout = std::chrono::minutes(5));
+
+// Whether make_nccl_process_group was compiled in.
+bool has_nccl();
 
 }  // namespace tram
