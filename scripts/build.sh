@@ -10,4 +10,5 @@ if [ ! -f "$BUILD/CMakeCache.txt" ] || [ $# -gt 0 ]; then
     -DCMAKE_PREFIX_PATH="$(cat "$BUILD/torch-prefix.txt")" "$@" >"$BUILD/configure.log" 2>&1 \
     || { cat "$BUILD/configure.log"; exit 1; }
 fi
-cmake --build "$BUILD" -j"${TRAM_JOBS:-$(nproc)}"
+# TRAM_BUILD_TARGET: build only that target (and what it needs).
+cmake --build "$BUILD" -j"${TRAM_JOBS:-$(nproc)}" ${TRAM_BUILD_TARGET:+--target "$TRAM_BUILD_TARGET"}

@@ -2,7 +2,8 @@
 # Installs what building tram needs, idempotently and quietly when done:
 #   - Debian packages: a C++ toolchain, CMake, GoogleTest, nlohmann-json,
 #     SentencePiece (the XLM-R tokenizer of the examples), Gloo headers (the
-#     data-parallel backend compiled into LibTorch), zlib.
+#     data-parallel backend compiled into LibTorch), zlib; and the study's data
+#     (Fashion-MNIST, the fortunes corpora in twelve languages) and gnuplot.
 #   - LibTorch: the torch 2.11.0 wheel from PyPI in a project-local venv (.venv),
 #     unless a python3 that already imports torch 2.x is present (the GPU
 #     machines have one, with CUDA, and no network): then that torch is used.
@@ -27,7 +28,12 @@ log() { echo "setup: $*" >&2; }
 
 # --- Debian packages ---------------------------------------------------------
 need_pkgs=()
-for pkg in g++ cmake make pkg-config libgtest-dev nlohmann-json3-dev libsentencepiece-dev libgloo-dev zlib1g-dev python3-venv; do
+# The study's data and plots: Fashion-MNIST, the fortune corpora (English
+# domains and eleven languages), gnuplot.
+study_pkgs=(dataset-fashion-mnist fortunes fortunes-de fortunes-es fortunes-it fortunes-br fortunes-ru fortunes-pl
+            fortunes-cs fortunes-bg fortunes-zh fortunes-eo fortunes-ga gnuplot-nox)
+for pkg in g++ cmake make pkg-config libgtest-dev nlohmann-json3-dev libsentencepiece-dev libgloo-dev zlib1g-dev python3-venv \
+           "${study_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$pkg")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then

@@ -156,11 +156,17 @@ torch::Tensor SequenceClassifierImpl::forward_embeddings(const torch::Tensor& to
                                                          const torch::Tensor& input_ids,
                                                          const torch::Tensor& attention_mask,
                                                          const torch::Tensor& token_type_ids) {
+  return classify(encode(token_embeddings, input_ids, attention_mask, token_type_ids));
+}
+
+torch::Tensor SequenceClassifierImpl::encode(const torch::Tensor& token_embeddings, const torch::Tensor& input_ids,
+                                             const torch::Tensor& attention_mask,
+                                             const torch::Tensor& token_type_ids) {
   torch::Tensor hidden = embeddings(token_embeddings, input_ids, token_type_ids);
   const torch::Tensor mask =
       attention_mask.defined() ? padding_attention_mask(attention_mask, hidden.scalar_type()) : torch::Tensor();
   for (const auto& layer : *layers) hidden = layer->as<EncoderLayer>()->forward(hidden, mask);
-  return classify(hidden);
+  return hidden;
 }
 
 torch::Tensor SequenceClassifierImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,

@@ -105,6 +105,10 @@ class SequenceClassifierImpl : public torch::nn::Module {
   torch::Tensor forward_embeddings(const torch::Tensor& token_embeddings, const torch::Tensor& input_ids,
                                    const torch::Tensor& attention_mask = {}, const torch::Tensor& token_type_ids = {});
 
+  // The encoder's last hidden states [B, T, hidden] (what the head reads):
+  // for a masked-LM head during pre-training, or representation analyses.
+  torch::Tensor encode(const torch::Tensor& token_embeddings, const torch::Tensor& input_ids,
+                       const torch::Tensor& attention_mask = {}, const torch::Tensor& token_type_ids = {});
   const EncoderConfig& config() const { return config_; }
   virtual KeyScheme key_scheme() const = 0;
 

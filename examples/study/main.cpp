@@ -1,0 +1,269 @@
+// tram-study: does TRAM's out-of-distribution advantage hold? Three
+// experiments on real data from Debian packages (see docs/STUDY.md):
+//   vision        ViT, Fashion-MNIST classes 0-4 -> 5-9, image shifts
+//   lm            GPT-2, English fortune domains, held-out domains
+//   crosslingual  XLM-R-style encoder, fortunes in 12 languages, English-only fine-tuning
+// every method over several seeds; tables (mean ± 95% CI) and plots.
+#include "experiments.h"
+#include "report.h"
+
+#include <common/training/progress.h>
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <optional>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+namespace {
+
+namespace fs = std::filesystem;
+using namespace tram::study;
+
+// Every method of the paper's tables, and TRAM with its radius scaled up.
+const std::vector<std::string> kAllMethods = {
+    "adam",     "sam",        "asam",        "fsam",  "trpo", "r3f", "mesa", "tram-prev",
+    "tram-pre", "tram-noise", "tram-fisher", "tram-prev:scale=100", "tram-pre:scale=100", "tram-noise:scale=100"};
+const std::vector<std::string> kAllExperiments = {"vision", "lm", "crosslingual"};
+
+struct Preset {
+  std::string name;
+  std::string description;
+  std::vector<std::string> methods;
+  int64_t seeds;
+  VisionSettings vision;
+  LanguageModelSettings lm;
+  CrossLingualSettings crosslingual;
+};
+
+Preset default_preset() {
+  // Eight of the runs: the base optimizer, the two SAM-style methods, the
+  // best trust-region baseline of the paper's XNLI table (R3F), three TRAM
+  // variants at the paper's radius (scale 1: r = d), and TRAM-θt-1 with the
+  // radius scaled up (SPEC 2: d is small, so the study measures the scale).
+  Preset p{"default",
+           "the 2-CPU preset: small models, short runs, 8 of the 15 method settings, 3 seeds; a smoke-scale "
+           "study whose confidence intervals are wide. Use --full (a GPU, or hours of CPU) for the study proper",
+           {"adam", "sam", "asam", "r3f", "tram-prev", "tram-pre", "tram-noise", "tram-prev:scale=100"}, 3, {}, {}, {}};
+  return p;
+}
+
+Preset full_preset() {
+  Preset p{"full", "the full preset: larger models, longer runs, every method, 5 seeds", kAllMethods, 5, {}, {}, {}};
+  p.vision.hidden = 128;
+  p.vision.layers = 4;
+  p.vision.pretrain_steps = 3000;
+  p.vision.finetune_examples = 5000;
+  p.vision.finetune_steps = 1000;
+  p.vision.eval_examples = 5000;
+  p.lm.embedding = 256;
+  p.lm.layers = 4;
+  p.lm.block = 128;
+  p.lm.pretrain_steps = 4000;
+  p.lm.finetune_steps = 1000;
+  p.lm.eval_blocks = 400;
+  p.crosslingual.hidden = 256;
+  p.crosslingual.layers = 4;
+  p.crosslingual.pretrain_steps = 6000;
+  p.crosslingual.finetune_examples = 20000;
+  p.crosslingual.finetune_steps = 1500;
+  p.crosslingual.eval_examples = 1000;
+  return p;
+}
+
+std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> items;
+  std::stringstream in(text);
+  for (std::string item; std::getline(in, item, ',');) {
+    if (!item.empty()) items.push_back(item);
+  }
+  return items;
+}
+
+std::string join(const std::vector<std::string>& items) {
+  std::string text;
+  for (const auto& item : items) text += (text.empty() ? "" : ", ") + item;
+  return text;
+}
+
+void usage(std::ostream& out, const Preset& preset) {
+  out << "usage: tram-study [--full] [--methods a,b,...] [--seeds N] [--experiments e1,e2]\n"
+         "                  [--out DIR] [--threads N]\n"
+         "  --full          the full preset (larger models, longer runs, 5 seeds); default: the 2-CPU preset\n"
+         "  --methods       tram factory names, each optionally with factory options after ':'\n"
+         "                  (tram-prev:scale=100); default: "
+      << join(preset.methods)
+      << "\n"
+         "  --seeds N       seeds 0..N-1 (default 3, or 5 with --full)\n"
+         "  --experiments   of: "
+      << join(kAllExperiments)
+      << " (default: all)\n"
+         "  --out DIR       results, tables and plots (default: study-results); finished runs found\n"
+         "                  there are not recomputed\n"
+         "  --threads N     LibTorch intra-op threads (default: LibTorch's choice)\n";
+}
+
+std::unique_ptr<Experiment> make_experiment(const std::string& name, const Preset& preset) {
+  if (name == "vision") return make_vision_experiment(preset.vision);
+  if (name == "lm") return make_language_model_experiment(preset.lm);
+  if (name == "crosslingual") return make_cross_lingual_experiment(preset.crosslingual);
+  throw std::invalid_argument("unknown experiment '" + name + "'; valid: " + join(kAllExperiments));
+}
+
+fs::path record_path(const fs::path& out, const std::string& experiment, const std::string& method, int64_t seed) {
+  return out / "runs" / experiment / (method + "-seed" + std::to_string(seed) + ".json");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Preset preset = default_preset();
+  std::optional<std::vector<std::string>> methods;
+  std::optional<int64_t> seeds;
+  std::vector<std::string> experiments = kAllExperiments;
+  fs::path out = "study-results";
+  try {
+    for (int i = 1; i < argc; ++i) {
+      const std::string arg = argv[i];
+      auto value = [&]() -> std::string {
+        if (i + 1 >= argc) throw std::invalid_argument(arg + " needs a value");
+        return argv[++i];
+      };
+      if (arg == "--full") preset = full_preset();
+      else if (arg == "--methods") methods = split_list(value());
+      else if (arg == "--seeds") seeds = std::stoll(value());
+      else if (arg == "--experiments") experiments = split_list(value());
+      else if (arg == "--out") out = value();
+      else if (arg == "--threads") torch::set_num_threads(std::stoi(value()));
+      else if (arg == "--help" || arg == "-h") {
+        usage(std::cout, preset);
+        return 0;
+      } else {
+        throw std::invalid_argument("unknown flag '" + arg + "'");
+      }
+    }
+    if (methods) {
+      const auto& valid = tram::method_names();
+      for (const auto& method : *methods) {
+        const std::string name = method.substr(0, method.find(':'));  // "tram-prev:scale=100"
+        if (std::find(valid.begin(), valid.end(), name) == valid.end() && name.find('+') == std::string::npos) {
+          throw std::invalid_argument("unknown method '" + method + "'; valid: " + join(valid) +
+                                      ", or <ascent>+<regularizer>");
+        }
+      }
+      preset.methods = *methods;
+    }
+    if (seeds) {
+      if (*seeds < 1) throw std::invalid_argument("--seeds must be >= 1");
+      preset.seeds = *seeds;
+    }
+    for (const auto& name : experiments) {
+      if (std::find(kAllExperiments.begin(), kAllExperiments.end(), name) == kAllExperiments.end()) {
+        throw std::invalid_argument("unknown experiment '" + name + "'; valid: " + join(kAllExperiments));
+      }
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "tram-study: " << e.what() << "\n";
+    usage(std::cerr, preset);
+    return 2;
+  }
+
+  try {
+    std::cout << "tram-study, preset '" << preset.name << "': " << preset.description << ".\n"
+              << "methods: " << join(preset.methods) << "; seeds: " << preset.seeds
+              << "; experiments: " << join(experiments) << "; results in " << out.string() << "\n"
+              << std::flush;
+    const auto started = std::chrono::steady_clock::now();
+    auto elapsed = [&] {
+      return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    };
+    // Runs still to do, for the overall ETA (from the mean time of the runs
+    // done in this invocation).
+    int64_t to_do = 0;
+    for (const auto& name : experiments) {
+      auto experiment = make_experiment(name, preset);
+      for (const auto& method : preset.methods) {
+        for (int64_t seed = 0; seed < preset.seeds; ++seed) {
+          RunRecord record;
+          if (!load_record(record_path(out, name, method, seed), record) ||
+              record.fingerprint != experiment->fingerprint()) {
+            ++to_do;
+          }
+        }
+      }
+    }
+    int64_t done = 0;
+    double run_seconds = 0.0;
+    std::ostringstream report;
+    report << "# tram-study results (preset '" << preset.name << "')\n\n" << preset.description << ".\n\n";
+    for (const auto& name : experiments) {
+      auto experiment = make_experiment(name, preset);
+      const fs::path directory = out / name;
+      fs::create_directories(directory);
+      std::cout << "\n=== " << name << ": " << experiment->table().title << "\n" << std::flush;
+      experiment->prepare(directory);
+      std::vector<RunRecord> records = experiment->reference_rows();
+      for (const auto& method : preset.methods) {
+        for (int64_t seed = 0; seed < preset.seeds; ++seed) {
+          const fs::path file = record_path(out, name, method, seed);
+          RunRecord record;
+          if (load_record(file, record) && record.fingerprint == experiment->fingerprint()) {
+            records.push_back(record);
+            continue;
+          }
+          std::cout << "--- run " << done + 1 << "/" << to_do << ": " << name << " " << method << " seed " << seed;
+          if (done > 0) {
+            std::cout << " (overall ETA "
+                      << tram::examples::training::Progress::format_duration(run_seconds / done * (to_do - done))
+                      << ")";
+          }
+          std::cout << "\n" << std::flush;
+          const auto run_started = std::chrono::steady_clock::now();
+          record = experiment->run(method, seed);
+          run_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - run_started).count();
+          ++done;
+          save_record(record, file);
+          records.push_back(record);
+        }
+      }
+      std::vector<std::string> order = {"pre-trained"};
+      order.insert(order.end(), preset.methods.begin(), preset.methods.end());
+      const Table table = build_table(experiment->table(), records, order);
+      write_csv(table, directory / "table.csv");
+      const std::string markdown = to_markdown(table);
+      const std::string analysis = analysis_markdown(table);
+      std::ofstream(directory / "table.md") << "## " << table.spec.title << "\n\n" << markdown
+                                            << (analysis.empty() ? "" : "\n" + analysis);
+      std::cout << "\n## " << table.spec.title << "\n\n" << markdown << (analysis.empty() ? "" : "\n" + analysis);
+      report << "## " << table.spec.title << "\n\n" << markdown << "\n";
+      if (!analysis.empty()) {
+        report << "Analysis: mean ascent radius r and trust-region distance d per step"
+               << (table.spec.analysis.size() > 2
+                       ? "; epsilon-sharpness (SPEC 6) on English evaluation pairs; linear CKA between the "
+                         "pre-trained and fine-tuned representations (token average), English and the mean over "
+                         "the other languages"
+                       : "")
+               << ":\n\n"
+               << analysis << "\n";
+      }
+      for (const auto& png : draw_plots(table, "adam", directory / name)) {
+        std::cout << "plot: " << png.string() << "\n";
+        report << "![" << png.filename().string() << "](" << fs::relative(png, out).string() << ")\n\n";
+      }
+    }
+    std::ofstream(out / "REPORT.md") << report.str();
+    std::cout << "\nstudy finished in " << tram::examples::training::Progress::format_duration(elapsed()) << " ("
+              << done << " runs computed, the rest read from " << out.string() << "); report: "
+              << (out / "REPORT.md").string() << "\n";
+    return 0;
+  } catch (const c10::Error& e) {
+    std::cerr << "tram-study: " << e.what_without_backtrace() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "tram-study: " << e.what() << "\n";
+    return 1;
+  }
+}

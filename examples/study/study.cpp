@@ -1,0 +1,136 @@
+#include "study.h"
+
+#include <common/training/progress.h>
+
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <fstream>
+#include <iomanip>
+#include <sstream>
+#include <stdexcept>
+
+namespace tram::study {
+
+namespace fs = std::filesystem;
+
+double RunRecord::metric(const std::string& name) const {
+  for (const auto& [column, value] : metrics) {
+    if (column == name) return value;
+  }
+  throw std::runtime_error("run " + experiment + "/" + method + "/seed " + std::to_string(seed) + " has no metric '" +
+                           name + "'");
+}
+
+void save_record(const RunRecord& record, const fs::path& file) {
+  nlohmann::ordered_json json;
+  json["experiment"] = record.experiment;
+  json["method"] = record.method;
+  json["seed"] = record.seed;
+  json["metrics"] = nlohmann::ordered_json::array();
+  for (const auto& [name, value] : record.metrics) json["metrics"].push_back({name, value});
+  json["analysis"] = record.analysis;
+  json["train_loss"] = record.train_loss;
+  json["seconds"] = record.seconds;
+  json["fingerprint"] = record.fingerprint;
+  fs::create_directories(file.parent_path());
+  // Write then rename: an interrupted study never leaves a half record that
+  // would later read as finished.
+  const fs::path partial = file.string() + ".partial";
+  {
+    std::ofstream out(partial);
+    out << json.dump(2) << "\n";
+    if (!out) throw std::runtime_error("cannot write " + partial.string());
+  }
+  fs::rename(partial, file);
+}
+
+bool load_record(const fs::path& file, RunRecord& record) {
+  std::ifstream in(file);
+  if (!in) return false;
+  try {
+    const auto json = nlohmann::json::parse(in);
+    record.experiment = json.at("experiment").get<std::string>();
+    record.method = json.at("method").get<std::string>();
+    record.seed = json.at("seed").get<int64_t>();
+    record.metrics.clear();
+    for (const auto& pair : json.at("metrics")) {
+      record.metrics.emplace_back(pair.at(0).get<std::string>(), pair.at(1).get<double>());
+    }
+    record.analysis = json.at("analysis").get<std::map<std::string, double>>();
+    record.train_loss = json.at("train_loss").get<double>();
+    record.seconds = json.at("seconds").get<double>();
+    record.fingerprint = json.at("fingerprint").get<std::string>();
+    return true;
+  } catch (const std::exception&) {
+    return false;  // unreadable: recompute
+  }
+}
+
+std::unique_ptr<SharpnessAware> make_study_optimizer(const std::string& method_spec, torch::nn::Module& model,
+                                                     double lr) {
+  const size_t colon = method_spec.find(':');
+  const std::string method = method_spec.substr(0, colon);
+  std::ostringstream options;
+  const auto& bases = base_names();
+  // A plain base name is the optimizer itself; anything else wraps Adam.
+  if (std::find(bases.begin(), bases.end(), method) == bases.end()) options << "base=adam,";
+  options << "lr=" << std::setprecision(17) << lr;
+  if (method != "sgd") options << ",beta1=0.9,beta2=0.99";  // Adam or AdamW, itself or as the base
+  if (colon != std::string::npos) options << "," << method_spec.substr(colon + 1);
+  auto optimizer = make_optimizer(method, model.parameters(), parse_options(options.str()));
+  optimizer->set_module(model.shared_from_this());
+  return optimizer;
+}
+
+TrainSummary train(SharpnessAware& optimizer, const examples::training::Schedule& schedule,
+                   const std::function<ForwardClosure(int64_t)>& batch, int64_t items_per_step,
+                   const std::string& label, const std::string& unit) {
+  schedule.validate();
+  const int64_t steps = schedule.total_steps;
+  examples::training::Progress progress(label, steps, unit);
+  const int64_t tail = std::max<int64_t>(1, steps / 10);
+  double tail_loss = 0.0;
+  TrainSummary summary;
+  for (int64_t step = 0; step < steps; ++step) {
+    const double lr = schedule.lr_at(step);
+    examples::training::set_learning_rate(optimizer, lr);
+    const StepReport report = optimizer.step(batch(step));
+    if (!std::isfinite(report.loss)) {
+      throw std::runtime_error(label + ": the loss is " + std::to_string(report.loss) + " at step " +
+                               std::to_string(step) + "; lower the learning rate");
+    }
+    if (report.ascent_skipped) ++summary.skipped_ascents;
+    summary.mean_radius += (report.radius.empty() ? 0.0 : report.radius.front()) / static_cast<double>(steps);
+    summary.mean_distance += report.distance / static_cast<double>(steps);
+    if (step >= steps - tail) tail_loss += report.loss;
+    std::ostringstream metrics;
+    metrics << "loss " << std::fixed << std::setprecision(4) << report.loss << " lr " << std::scientific
+            << std::setprecision(2) << lr;
+    progress.update(step + 1, items_per_step, metrics.str());
+  }
+  summary.final_loss = tail_loss / static_cast<double>(tail);
+  std::ostringstream done;
+  done << "final loss " << std::fixed << std::setprecision(4) << summary.final_loss;
+  progress.finish(done.str());
+  return summary;
+}
+
+bool cached_checkpoint_matches(const fs::path& directory, const std::string& stamp) {
+  std::ifstream in(directory / "study-stamp.txt");
+  if (!in) return false;
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str() == stamp && fs::exists(directory / "model.safetensors") && fs::exists(directory / "config.json");
+}
+
+void stamp_checkpoint(const fs::path& directory, const std::string& stamp) {
+  std::ofstream out(directory / "study-stamp.txt");
+  out << stamp;
+  if (!out) throw std::runtime_error("cannot write " + (directory / "study-stamp.txt").string());
+}
+
+void seed_everything(uint64_t seed) { torch::manual_seed(seed); }
+
+}  // namespace tram::study

@@ -1,0 +1,221 @@
+// The study's data pipelines (deterministic, disjoint splits on the real
+// Debian corpora), its task construction, its statistics and image shifts.
+#include "corpora.h"
+#include "experiments.h"
+#include "report.h"
+
+#include <tests/scratch_directory.h>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <fstream>
+#include <set>
+#include <unordered_set>
+
+namespace tram::study {
+namespace {
+
+namespace fs = std::filesystem;
+
+bool corpora_installed(const std::vector<CorpusSpec>& catalog) {
+  for (const auto& spec : catalog) {
+    for (const auto& file : spec.files) {
+      if (!fs::exists(fs::path(kDebianFortunesDirectory) / file)) return false;
+    }
+  }
+  return true;
+}
+
+bool valid_utf8(const std::string& text) {
+  for (size_t i = 0; i < text.size();) {
+    const auto byte = static_cast<unsigned char>(text[i]);
+    const size_t length = byte < 0x80 ? 1 : (byte >> 5) == 6 ? 2 : (byte >> 4) == 14 ? 3 : (byte >> 3) == 30 ? 4 : 0;
+    if (length == 0 || i + length > text.size()) return false;
+    for (size_t k = 1; k < length; ++k) {
+      if ((static_cast<unsigned char>(text[i + k]) & 0xC0) != 0x80) return false;
+    }
+    i += length;
+  }
+  return true;
+}
+
+TEST(StudyCorpora, ReadsFortuneFilesAndCleansThem) {
+  examples::testing::ScratchDirectory scratch("study_fortunes");
+  const fs::path file = scratch.path() / "domain";
+  {
+    std::ofstream out(file, std::ios::binary);
+    out << "A first fortune,\n\tspread over   two lines.\n%\nshort\n%\n"
+        << "\x1b[1mBold\x1b[0m text with a bad byte \xff and a backspace\b here.\n%\n"
+        << "A first fortune, spread over two lines.\n%\n"  // the same text after normalisation
+        << "The last one has no trailing percent line.\n";
+  }
+  const auto texts = read_fortune_file(file);
+  ASSERT_EQ(texts.size(), 4u);  // "short" is below min_bytes
+  EXPECT_EQ(texts[0], "A first fortune, spread over two lines.");
+  EXPECT_EQ(texts[1], "Bold text with a bad byte and a backspace here.");
+  EXPECT_EQ(texts[2], texts[0]);
+  EXPECT_EQ(texts[3], "The last one has no trailing percent line.");
+
+  const CorpusSpec spec{"test", {"domain"}, "none"};
+  const auto corpus = read_corpus(spec, scratch.path());
+  EXPECT_EQ(corpus.size(), 3u) << "duplicates within a corpus are removed";
+  const CorpusSpec missing{"test", {"absent"}, "fortunes-xx"};
+  try {
+    read_corpus(missing, scratch.path());
+    FAIL() << "a missing corpus file must throw";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("fortunes-xx"), std::string::npos) << e.what();
+  }
+}
+
+TEST(StudyCorpora, SplitIsDecidedByTheTextAlone) {
+  std::vector<std::string> texts;
+  for (int i = 0; i < 2000; ++i) texts.push_back("text number " + std::to_string(i));
+  const auto split = split_texts(texts, 0.2);
+  EXPECT_EQ(split.train.size() + split.evaluation.size(), texts.size());
+  EXPECT_NEAR(static_cast<double>(split.evaluation.size()) / texts.size(), 0.2, 0.03);
+  // Order does not matter: reversed input, same sides.
+  std::vector<std::string> reversed(texts.rbegin(), texts.rend());
+  const auto again = split_texts(reversed, 0.2);
+  std::set<std::string> a(split.evaluation.begin(), split.evaluation.end());
+  std::set<std::string> b(again.evaluation.begin(), again.evaluation.end());
+  EXPECT_EQ(a, b);
+  // Fixed hash: pinned values (FNV-1a 64), so a change of the split is a
+  // deliberate change of this test.
+  EXPECT_EQ(text_hash(""), 14695981039346656037ull);
+  EXPECT_EQ(text_hash("a"), 0xaf63dc4c8601ec8cull);
+  EXPECT_THROW(split_texts(texts, 1.0), std::invalid_argument);
+}
+
+// On the real Debian corpora: every corpus splits the same way twice, and no
+// evaluation text of any corpus is training text of any corpus (the
+// corpora repeat each other; the hash split keeps copies on one side).
+TEST(StudyCorpora, RealCorporaHaveNoTrainEvaluationOverlap) {
+  if (!corpora_installed(english_domains()) || !corpora_installed(languages())) {
+    GTEST_SKIP() << "the Debian fortunes packages are not installed (scripts/setup.sh installs them)";
+  }
+  std::unordered_set<std::string> train, evaluation;
+  size_t corpora = 0;
+  for (const auto* catalog : {&english_domains(), &languages()}) {
+    for (const auto& spec : *catalog) {
+      const auto texts = read_corpus(spec);
+      const auto split = split_texts(texts, 0.2);
+      const auto again = split_texts(read_corpus(spec), 0.2);
+      ASSERT_EQ(split.evaluation, again.evaluation) << spec.name;
+      ASSERT_FALSE(split.evaluation.empty()) << spec.name;
+      ASSERT_FALSE(split.train.empty()) << spec.name;
+      for (const auto& text : texts) ASSERT_TRUE(valid_utf8(text)) << spec.name;
+      train.insert(split.train.begin(), split.train.end());
+      evaluation.insert(split.evaluation.begin(), split.evaluation.end());
+      ++corpora;
+    }
+  }
+  EXPECT_EQ(corpora, english_domains().size() + languages().size());
+  size_t overlap = 0;
+  for (const auto& text : evaluation) overlap += train.count(text);
+  EXPECT_EQ(overlap, 0u);
+}
+
+TEST(StudyCorpora, LanguageModelDomainsAreDisjointAndKnown) {
+  std::set<std::string> pretraining(lm_pretraining_domains().begin(), lm_pretraining_domains().end());
+  for (const auto& domain : lm_evaluation_domains()) {
+    EXPECT_EQ(pretraining.count(domain), 0u) << domain << " is both pre-training and evaluation text";
+    EXPECT_NO_THROW(find_corpus(english_domains(), domain));
+  }
+  for (const auto& domain : pretraining) EXPECT_NO_THROW(find_corpus(english_domains(), domain));
+  EXPECT_THROW(find_corpus(english_domains(), "klingon"), std::invalid_argument);
+}
+
+TEST(StudyCorpora, ByteEncodingsAndUtf8Cuts) {
+  EXPECT_EQ(lm_token_ids({"ab", "c"}), (std::vector<int64_t>{'a', 'b', kLmEndOfText, 'c', kLmEndOfText}));
+  EXPECT_EQ(encoder_byte_ids("\xc3\xa9"), (std::vector<int64_t>{kByteOffset + 0xc3, kByteOffset + 0xa9}));
+  const std::string text = "\xe4\xb8\xad\xe6\x96\x87";  // two 3-byte characters
+  EXPECT_EQ(utf8_prefix(text, 4), "\xe4\xb8\xad");
+  EXPECT_EQ(utf8_suffix(text, 4), "\xe6\x96\x87");
+  EXPECT_EQ(utf8_prefix(text, 2), "");
+  EXPECT_EQ(utf8_prefix(text, 6), text);
+}
+
+TEST(StudyTask, SpanPairsAreDeterministicBalancedAndTruthful) {
+  std::vector<std::string> texts;
+  for (int i = 0; i < 50; ++i) {
+    texts.push_back("Fortune " + std::to_string(i) + " says: \xc3\xa9t\xc3\xa9 is a season, and so is winter " +
+                    std::to_string(i * 7) + ".");
+  }
+  const auto pairs = make_span_pairs(texts, 200, 24, 9);
+  const auto again = make_span_pairs(texts, 200, 24, 9);
+  ASSERT_EQ(pairs.size(), 200u);
+  int positives = 0;
+  for (size_t k = 0; k < pairs.size(); ++k) {
+    EXPECT_EQ(pairs[k].first, again[k].first);
+    EXPECT_EQ(pairs[k].second, again[k].second);
+    EXPECT_LE(pairs[k].first.size() + pairs[k].second.size(), 48u);
+    EXPECT_TRUE(valid_utf8(pairs[k].first) && valid_utf8(pairs[k].second));
+    positives += static_cast<int>(pairs[k].label);
+    // Label 1: the parts in their order in a text; label 0: swapped.
+    const std::string original =
+        pairs[k].label == 1 ? pairs[k].first + pairs[k].second : pairs[k].second + pairs[k].first;
+    bool found = false;
+    for (const auto& text : texts) found |= text.find(original) != std::string::npos;
+    EXPECT_TRUE(found) << pairs[k].label << ": " << pairs[k].first << " | " << pairs[k].second;
+    EXPECT_FALSE(pairs[k].first.empty() || pairs[k].second.empty());
+  }
+  EXPECT_EQ(positives, 100);
+  const auto other_seed = make_span_pairs(texts, 200, 24, 10);
+  int different = 0;
+  for (size_t k = 0; k < pairs.size(); ++k) different += pairs[k].first != other_seed[k].first;
+  EXPECT_GT(different, 100);
+}
+
+TEST(StudyReport, ConfidenceIntervalsAndBestCells) {
+  const Summary two = summarize({1.0, 3.0});
+  EXPECT_DOUBLE_EQ(two.mean, 2.0);
+  EXPECT_NEAR(two.ci95, 12.706, 1e-9);  // t(1) * sd(=sqrt 2) / sqrt 2
+  const Summary one = summarize({5.0});
+  EXPECT_EQ(one.ci95, 0.0);
+  EXPECT_NEAR(t_quantile_95(100), 1.984, 0.002);
+
+  TableSpec spec{"t", "perplexity", false, "id", {"a", "b"}, {}};
+  auto record = [](const std::string& method, int64_t seed, double id, double a, double b) {
+    RunRecord r;
+    r.method = method;
+    r.seed = seed;
+    r.metrics = {{"id", id}, {"a", a}, {"b", b}};
+    return r;
+  };
+  const Table table = build_table(spec, {record("x", 0, 10, 20, 30), record("x", 1, 12, 22, 32),
+                                         record("y", 0, 11, 10, 50)},
+                                  {"y", "x"});
+  EXPECT_EQ(table.rows, (std::vector<std::string>{"y", "x"}));
+  EXPECT_DOUBLE_EQ(table.cells.at("x").at(kZeroShotAverage).mean, 26.0);
+  EXPECT_DOUBLE_EQ(table.cells.at("y").at(kZeroShotAverage).mean, 30.0);
+  EXPECT_EQ(table.best("id"), "y");  // a tie (11 and mean(10, 12)): the first row wins
+  EXPECT_EQ(table.best("a"), "y");
+  EXPECT_EQ(table.best(kZeroShotAverage), "x");
+  const std::string markdown = to_markdown(table);
+  EXPECT_NE(markdown.find("**26.00 ± 12.71**"), std::string::npos) << markdown;
+}
+
+TEST(StudyVision, ShiftsDoWhatTheySay) {
+  torch::manual_seed(0);
+  auto images = torch::rand({4, 1, 28, 28});
+  EXPECT_TRUE(torch::allclose(invert_contrast(invert_contrast(images)), images));
+  EXPECT_TRUE(torch::allclose(rotate_images(images, 0.0), images, 1e-5, 1e-5));
+  // A quarter turn moves the top row to the left column.
+  auto turned = rotate_images(images, 90.0);
+  EXPECT_FALSE(torch::allclose(turned, images, 1e-3, 1e-3));
+  EXPECT_TRUE(torch::allclose(rotate_images(turned, -90.0).slice(2, 2, -2).slice(3, 2, -2),
+                              images.slice(2, 2, -2).slice(3, 2, -2), 1e-4, 1e-4));
+  auto noisy = add_gaussian_noise(images, 0.3, 7);
+  EXPECT_TRUE(torch::equal(noisy, add_gaussian_noise(images, 0.3, 7)));
+  EXPECT_GE(noisy.min().item<float>(), 0.0f);
+  EXPECT_LE(noisy.max().item<float>(), 1.0f);
+  auto flat = torch::full({1, 1, 28, 28}, 0.5);
+  auto blurred = gaussian_blur(flat, 1.5);
+  EXPECT_TRUE(torch::allclose(blurred.slice(2, 3, -3).slice(3, 3, -3), flat.slice(2, 3, -3).slice(3, 3, -3)));
+  EXPECT_LT(gaussian_blur(images, 1.5).std().item<float>(), images.std().item<float>());
+}
+
+}  // namespace
+}  // namespace tram::study
