@@ -45,7 +45,7 @@ Preset default_preset() {
   // variants at the paper's radius (scale 1: r = d), and TRAM-θt-1 with the
   // radius scaled up (SPEC 2: d is small, so the study measures the scale).
   Preset p{"default",
-           "the 2-CPU preset: small models, short runs, 8 of the 15 method settings, 3 seeds; a smoke-scale "
+           "the 2-CPU preset: small models, short runs, 8 of the 14 method settings, 3 seeds; a smoke-scale "
            "study whose confidence intervals are wide. Use --full (a GPU, or hours of CPU) for the study proper",
            {"adam", "sam", "asam", "r3f", "tram-prev", "tram-pre", "tram-noise", "tram-prev:scale=100"}, 3, {}, {}, {}};
   return p;
@@ -155,6 +155,7 @@ int main(int argc, char** argv) {
         }
       }
       preset.methods = *methods;
+      preset.description += " (methods as given on the command line)";
     }
     if (seeds) {
       if (*seeds < 1) throw std::invalid_argument("--seeds must be >= 1");

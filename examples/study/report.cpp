@@ -213,11 +213,14 @@ std::vector<fs::path> draw_plots(const Table& table, const std::string& baseline
     out << std::setprecision(10);
     double sx = 0, sy = 0, sxx = 0, sxy = 0;
     int n = 0;
+    double x_low = 1e300, x_high = -1e300, y_low = 1e300, y_high = -1e300;
     for (const auto& row : table.rows) {
       const auto& cells = table.cells.at(row);
       const auto& x = cells.at(id);
       const auto& y = cells.at(kZeroShotAverage);
       out << quoted(row) << " " << x.mean << " " << y.mean << " " << x.ci95 << " " << y.ci95 << "\n";
+      x_low = std::min(x_low, x.mean), x_high = std::max(x_high, x.mean);
+      y_low = std::min(y_low, y.mean), y_high = std::max(y_high, y.mean);
       if (row == "pre-trained") continue;
       sx += x.mean, sy += y.mean, sxx += x.mean * x.mean, sxy += x.mean * y.mean, ++n;
     }
@@ -233,7 +236,12 @@ std::vector<fs::path> draw_plots(const Table& table, const std::string& baseline
        << "set title " << quoted(table.spec.title) << " font 'Sans,10'\n"
        << "set xlabel " << quoted("in-distribution " + metric + " (" + id + ")") << "\n"
        << "set ylabel " << quoted("zero-shot average " + metric) << "\n"
-       << "set key off\nset grid\nset offsets graph 0.08, graph 0.08, graph 0.08, graph 0.08\n";
+       << "set key off\nset grid\n";
+    // The axes frame the means (wide confidence intervals are clipped, not
+    // allowed to squeeze the points together).
+    auto pad = [](double low, double high) { return std::max(0.15 * (high - low), 1e-3 * std::abs(high) + 1e-9); };
+    gp << std::setprecision(10) << "set xrange [" << x_low - pad(x_low, x_high) << ":" << x_high + pad(x_low, x_high)
+       << "]\nset yrange [" << y_low - pad(y_low, y_high) << ":" << y_high + pad(y_low, y_high) << "]\n";
     if (fit) gp << "f(x) = " << std::setprecision(10) << slope << " * x + " << intercept << "\n";
     gp << "plot " << quoted(data.string()) << " using 2:3:4:5 with xyerrorbars pt 7 ps 1.2 lc rgb '#1f77b4', "
        << quoted(data.string()) << " using 2:3:1 with labels offset 1.2,0.6 left font 'Sans,9'";
