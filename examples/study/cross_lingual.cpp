@@ -192,28 +192,19 @@ class CrossLingualExperiment : public Experiment {
     examples::training::Schedule schedule{examples::training::ScheduleKind::kPolynomial, s_.finetune_lr,
                                           s_.finetune_steps / 10, s_.finetune_steps};
     schedule.end_lr = 0.0;
-    const int64_t n = finetune_.ids.size(0);
-    torch::Tensor order;
+    EpochBatches batches(finetune_.ids.size(0), s_.finetune_batch);
     const auto started = std::chrono::steady_clock::now();
     auto summary = train(
         *optimizer, schedule,
         [&](int64_t step) -> ForwardClosure {
-          const int64_t start = (step * s_.finetune_batch) % n;
-          if (start < s_.finetune_batch) order = torch::randperm(n);
-          auto batch = finetune_.rows(order.slice(0, start, std::min(n, start + s_.finetune_batch)));
+          auto batch = finetune_.rows(batches.rows_of(step));
           return [model, batch](const Pass& pass) -> PassOutput {
             auto logits = model->forward(batch.ids, batch.mask, models::perturb_hook(pass));
             return {torch::nn::functional::cross_entropy(logits, batch.labels), logits, {}};
           };
         },
         s_.finetune_batch, "crosslingual " + method + " seed " + std::to_string(seed), "pairs");
-    RunRecord record;
-    record.experiment = name();
-    record.method = method;
-    record.seed = seed;
-    record.train_loss = summary.final_loss;
-    record.analysis["radius"] = summary.mean_radius;
-    record.analysis["d"] = summary.mean_distance;
+    RunRecord record = new_record(name(), method, seed, summary);
     double cka_others = 0.0;
     for (size_t k = 0; k < eval_sets_.size(); ++k) {
       const auto& [language, pairs] = eval_sets_[k];

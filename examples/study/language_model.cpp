@@ -132,25 +132,16 @@ class LanguageModelExperiment : public Experiment {
     examples::training::Schedule schedule{examples::training::ScheduleKind::kPolynomial, s_.finetune_lr,
                                           s_.finetune_steps / 10, s_.finetune_steps};
     schedule.end_lr = 0.0;
-    const int64_t n = finetune_blocks_.size(0);
-    torch::Tensor order;
+    EpochBatches batches(finetune_blocks_.size(0), s_.finetune_batch);
     const auto started = std::chrono::steady_clock::now();
     auto summary = train(
         *optimizer, schedule,
         [&](int64_t step) -> ForwardClosure {
-          const int64_t start = (step * s_.finetune_batch) % n;
-          if (start < s_.finetune_batch) order = torch::randperm(n);
-          auto ids = finetune_blocks_.index_select(0, order.slice(0, start, std::min(n, start + s_.finetune_batch)));
+          auto ids = finetune_blocks_.index_select(0, batches.rows_of(step));
           return [model, ids](const Pass& pass) mutable { return causal_lm_pass(model, ids, &pass); };
         },
         s_.finetune_batch * s_.block, "lm " + method + " seed " + std::to_string(seed), "tokens");
-    RunRecord record;
-    record.experiment = name();
-    record.method = method;
-    record.seed = seed;
-    record.train_loss = summary.final_loss;
-    record.analysis["radius"] = summary.mean_radius;
-    record.analysis["d"] = summary.mean_distance;
+    RunRecord record = new_record(name(), method, seed, summary);
     for (const auto& [domain, blocks] : eval_sets_) record.metrics.emplace_back(domain, perplexity(model, blocks));
     record.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     record.fingerprint = fingerprint();

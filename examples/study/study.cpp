@@ -117,6 +117,24 @@ TrainSummary train(SharpnessAware& optimizer, const examples::training::Schedule
   return summary;
 }
 
+torch::Tensor EpochBatches::rows_of(int64_t step) {
+  const int64_t start = (step * batch_) % rows_;
+  if (start < batch_) order_ = torch::randperm(rows_);  // a new epoch
+  return order_.slice(0, start, std::min(rows_, start + batch_));
+}
+
+RunRecord new_record(const std::string& experiment, const std::string& method, int64_t seed,
+                     const TrainSummary& summary) {
+  RunRecord record;
+  record.experiment = experiment;
+  record.method = method;
+  record.seed = seed;
+  record.train_loss = summary.final_loss;
+  record.analysis["radius"] = summary.mean_radius;
+  record.analysis["d"] = summary.mean_distance;
+  return record;
+}
+
 bool cached_checkpoint_matches(const fs::path& directory, const std::string& stamp) {
   std::ifstream in(directory / "study-stamp.txt");
   if (!in) return false;

@@ -99,6 +99,26 @@ TrainSummary train(SharpnessAware& optimizer, const examples::training::Schedule
                    const std::function<ForwardClosure(int64_t)>& batch, int64_t items_per_step,
                    const std::string& label, const std::string& unit);
 
+// The rows of each fine-tuning step's batch: consecutive slices of a random
+// permutation of 0..rows-1, a new permutation at the start of every epoch,
+// drawn from LibTorch's global generator (so the run's seed decides the
+// order). Steps must be asked for in order.
+class EpochBatches {
+ public:
+  EpochBatches(int64_t rows, int64_t batch) : rows_(rows), batch_(batch) {}
+  torch::Tensor rows_of(int64_t step);
+
+ private:
+  int64_t rows_, batch_;
+  torch::Tensor order_;
+};
+
+// A fine-tuning run's record with what every experiment fills the same way
+// (identity, training loss, mean radius and d); the
+// experiment adds its metrics, analysis, time and fingerprint.
+RunRecord new_record(const std::string& experiment, const std::string& method, int64_t seed,
+                     const TrainSummary& summary);
+
 // Writes/reads a pre-trained checkpoint together with a stamp of the
 // settings that made it: a checkpoint with another stamp is made again.
 bool cached_checkpoint_matches(const std::filesystem::path& directory, const std::string& stamp);

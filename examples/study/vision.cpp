@@ -143,15 +143,12 @@ class VisionExperiment : public Experiment {
     auto optimizer = make_study_optimizer(method, *model, s_.finetune_lr);
     examples::training::Schedule schedule{examples::training::ScheduleKind::kCosine, s_.finetune_lr, 0,
                                           s_.finetune_steps};
-    const int64_t n = finetune_.images.size(0);
-    torch::Tensor order;
+    EpochBatches batches(finetune_.images.size(0), s_.finetune_batch);
     const auto started = std::chrono::steady_clock::now();
     auto summary = train(
         *optimizer, schedule,
         [&](int64_t step) -> ForwardClosure {
-          const int64_t start = (step * s_.finetune_batch) % n;
-          if (start < s_.finetune_batch) order = torch::randperm(n);  // a new epoch
-          auto index = order.slice(0, start, std::min(n, start + s_.finetune_batch));
+          auto index = batches.rows_of(step);
           auto images = finetune_.images.index_select(0, index);
           auto labels = finetune_.labels.index_select(0, index);
           return [model, images, labels](const Pass& pass) mutable -> PassOutput {
@@ -160,13 +157,7 @@ class VisionExperiment : public Experiment {
           };
         },
         s_.finetune_batch, "vision " + method + " seed " + std::to_string(seed), "images");
-    RunRecord record;
-    record.experiment = name();
-    record.method = method;
-    record.seed = seed;
-    record.train_loss = summary.final_loss;
-    record.analysis["radius"] = summary.mean_radius;
-    record.analysis["d"] = summary.mean_distance;
+    RunRecord record = new_record(name(), method, seed, summary);
     for (const auto& [set, images] : eval_sets_) record.metrics.emplace_back(set, 100.0 * accuracy(model, images));
     record.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     record.fingerprint = fingerprint();
