@@ -352,7 +352,7 @@ void bench_ascent(Context& ctx, const std::string& model, const Shapes& shapes,
   ctx.add("ascent", "swap", shape, type, swap_ms, 4 * n, "per-tensor clone+copy_ loop", swap_loop,
           check);
 
-  // The parameter traffic of one step of each method (SPEC 1-3), restore
+  // The parameter traffic of one step of each method (docs/ALGORITHMS.md §1-4), restore
   // included. SAM: norm(g) 1, ascent 4, restore 2.
   const double sam_ms = ctx.time([&] {
     tram_ascent(w, g, backup, Scaling::kIdentity, rho, eta);

@@ -78,7 +78,7 @@ class Gpt2Impl : public torch::nn::Module {
     }
   }
 
-  // Token embeddings: where trust-region noise is added (SPEC 3).
+  // Token embeddings: where trust-region noise is added (docs/ALGORITHMS.md §4).
   torch::Tensor embed(const torch::Tensor& ids) { return wte(ids); }
 
   // Logits [B, T, vocab] from token embeddings [B, T, hidden].

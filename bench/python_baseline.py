@@ -8,7 +8,7 @@ hyper-parameters as bench/bench_step.cpp. Writes python_step.csv; with
 --cpp-csv (bench_step's step.csv) also python_vs_cpp.csv with the ratio
 Python / C++ per method (> 1: tram is faster).
 
-The formulas are those of SPEC.md: SAM e = rho g / ||g||; ASAM and TRAM
+The formulas are those of docs/ALGORITHMS.md: SAM e = rho g / ||g||; ASAM and TRAM
 e = r T^2 g / ||T g|| with T = |w| + eta; TRAM-theta_{t-1}'s radius is
 d = KL(p_{theta_{t-1}} || p_theta) on the batch (mean over valid rows).
 """

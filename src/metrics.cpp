@@ -1,4 +1,4 @@
-// Analysis metrics (SPEC 6). See include/tram/metrics.h for the contract.
+// Analysis metrics (docs/ALGORITHMS.md §9). See include/tram/metrics.h for the contract.
 #include <tram/metrics.h>
 
 #include <torch/autograd.h>
@@ -191,15 +191,15 @@ std::vector<torch::Tensor> perturbed_parameters(const torch::nn::Module& model) 
 void check_options(const SharpnessOptions& options, int64_t num_batches, bool has_batch_loss) {
   TORCH_CHECK(std::isfinite(options.epsilon()) && options.epsilon() >= 0.0, kSharpnessName,
               "invalid epsilon: ", options.epsilon(),
-              "; the box radius must be finite and >= 0 (SPEC default 1e-5)");
+              "; the box radius must be finite and >= 0 (the paper's default is 1e-5)");
   TORCH_CHECK(std::isfinite(options.lr()) && options.lr() >= 0.0, kSharpnessName,
               "invalid lr: ", options.lr(),
-              "; the ascent learning rate must be finite and >= 0 (SPEC default 8e-5)");
+              "; the ascent learning rate must be finite and >= 0 (the paper's default is 8e-5)");
   TORCH_CHECK(options.steps() >= 0, kSharpnessName, "invalid steps: ", options.steps(),
-              "; the number of ascent steps must be >= 0 (SPEC default 10)");
+              "; the number of ascent steps must be >= 0 (the paper's default is 10)");
   TORCH_CHECK(options.accumulation() >= 1, kSharpnessName,
               "invalid accumulation: ", options.accumulation(),
-              "; each ascent step needs >= 1 micro-batch (SPEC default 4)");
+              "; each ascent step needs >= 1 micro-batch (the paper's default is 4)");
   TORCH_CHECK(num_batches >= 1, kSharpnessName, "invalid num_batches: ", num_batches,
               "; L(w) needs at least one evaluation batch");
   TORCH_CHECK(has_batch_loss, kSharpnessName,

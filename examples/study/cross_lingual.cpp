@@ -325,7 +325,8 @@ class CrossLingualExperiment : public Experiment {
     return torch::cat(rows);
   }
 
-  // SPEC 6's epsilon-sharpness on English evaluation pairs, batches of 32.
+  // Epsilon-sharpness (docs/ALGORITHMS.md §9, default options) on English
+  // evaluation pairs, batches of 32.
   double sharpness(const models::SequenceClassifier& model) const {
     const auto& english = eval_sets_.front().second;
     const int64_t batches = std::min<int64_t>(s_.sharpness_batches, english.ids.size(0) / 32);

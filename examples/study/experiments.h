@@ -65,7 +65,7 @@ struct CrossLingualSettings {
   int64_t finetune_steps = 300, finetune_batch = 32;
   double finetune_lr = 1e-3;
   int64_t eval_examples = 160;  // per language, half swapped
-  int64_t sharpness_batches = 4;  // of 32 English evaluation pairs (SPEC 6)
+  int64_t sharpness_batches = 4;  // of 32 English evaluation pairs (docs/ALGORITHMS.md §9)
 };
 std::unique_ptr<Experiment> make_cross_lingual_experiment(const CrossLingualSettings& settings);
 

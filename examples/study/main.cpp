@@ -43,7 +43,7 @@ Preset default_preset() {
   // Eight of the runs: the base optimizer, the two SAM-style methods, the
   // best trust-region baseline of the paper's XNLI table (R3F), three TRAM
   // variants at the paper's radius (scale 1: r = d), and TRAM-θt-1 with the
-  // radius scaled up (SPEC 2: d is small, so the study measures the scale).
+  // radius scaled up (docs/ALGORITHMS.md §3: d is small, so the study measures the scale).
   Preset p{"default",
            "the 2-CPU preset: small models, short runs, 8 of the 14 method settings, 3 seeds; a smoke-scale "
            "study whose confidence intervals are wide. Use --full (a GPU, or hours of CPU) for the study proper",
@@ -243,9 +243,9 @@ int main(int argc, char** argv) {
       if (!analysis.empty()) {
         report << "Analysis: mean ascent radius r and trust-region distance d per step"
                << (table.spec.analysis.size() > 2
-                       ? "; epsilon-sharpness (SPEC 6) on English evaluation pairs; linear CKA between the "
-                         "pre-trained and fine-tuned representations (token average), English and the mean over "
-                         "the other languages"
+                       ? "; epsilon-sharpness (box 1e-5 (|w| + 1), 10 ascent steps) on English evaluation pairs; "
+                         "linear CKA between the pre-trained and fine-tuned representations (token average), "
+                         "English and the mean over the other languages"
                        : "")
                << ":\n\n"
                << analysis << "\n";

@@ -1,6 +1,6 @@
-// tram::metrics — the analysis metrics of the TRAM paper (SPEC 6): how similar
-// two layers' representations are (linear CKA), and how sharp the loss
-// surface is around a trained model (epsilon-sharpness).
+// tram::metrics — the analysis metrics of the TRAM paper (docs/ALGORITHMS.md
+// §9): how similar two layers' representations are (linear CKA), and how
+// sharp the loss surface is around a trained model (epsilon-sharpness).
 //
 // Both are measurements, not training steps: they never change a model. The
 // sharpness probe perturbs the parameters while it runs and restores them
@@ -64,8 +64,9 @@ double linear_cka(const torch::Tensor& X, const torch::Tensor& Y,
 // epsilon-sharpness (Keskar et al. 2017, as run by Juneja et al. 2023)
 // ---------------------------------------------------------------------------
 
-// Options of epsilon_sharpness. The defaults are those of SPEC 6; the
-// evaluation batch size (32 there) is the caller's, through batch_loss.
+// Options of epsilon_sharpness. The defaults are the paper's (Juneja et al.'s
+// settings, docs/ALGORITHMS.md §9); the evaluation batch size (32 there) is the
+// caller's, through batch_loss.
 struct SharpnessOptions {
   // Radius of the box, relative to each weight: |y_i| <= epsilon (|w_i| + 1).
   TORCH_ARG(double, epsilon) = 1e-5;
@@ -101,7 +102,7 @@ struct SharpnessResult {
 // L(w) is the plain mean over batches, so give the batches equal sizes (or
 // weight the returned losses accordingly).
 //
-// Procedure (SPEC 6):
+// Procedure (docs/ALGORITHMS.md §9):
 //   1. base_loss = L(w), every batch once, under no-grad.
 //   2. For k = 0 .. steps-1: average the gradients of batch_loss over
 //      `accumulation` consecutive batches, cycling 0, 1, .., num_batches-1, 0,

@@ -15,7 +15,8 @@
 namespace tram::ops {
 
 // ---------------------------------------------------------------------------
-// Trust-region divergence between two predictive distributions (SPEC 3).
+// Trust-region divergence between two predictive distributions
+// (docs/ALGORITHMS.md §5).
 // ---------------------------------------------------------------------------
 
 // Which KL between p_target = softmax(target_logits) and
@@ -52,7 +53,8 @@ torch::Tensor trust_region_divergence(const torch::Tensor& target_logits,
                                       const torch::Tensor& mask = {});
 
 // ---------------------------------------------------------------------------
-// Multi-tensor ascent (SPEC 2). One call covers every managed parameter.
+// Multi-tensor ascent (docs/ALGORITHMS.md §2). One call covers every managed
+// parameter.
 // ---------------------------------------------------------------------------
 
 // The direction family of the perturbation e = coef * direction(w, g).

@@ -1,4 +1,4 @@
-// Trust-region divergence kernels (SPEC 3): per prediction row, the forward
+// Trust-region divergence kernels (docs/ALGORITHMS.md §5): per prediction row, the forward
 // and/or reverse KL between softmax(target) and softmax(current), and the
 // gradients of both logit tensors.
 //

@@ -18,7 +18,7 @@ namespace tram::cuda {
 enum class ElementType : int { kFloat, kHalf, kBFloat16, kDouble };
 
 // ===========================================================================
-// Trust-region divergence, per prediction row (SPEC 3)
+// Trust-region divergence, per prediction row (docs/ALGORITHMS.md §5)
 // ===========================================================================
 
 // Two logit tensors of `rows` x `classes` elements of one element type
@@ -73,7 +73,7 @@ cudaError_t divergence_rows_backward(ElementType type, const DivergenceRows& row
                                      const DivergenceBackwardArgs& args, cudaStream_t stream);
 
 // ===========================================================================
-// Multi-tensor operations (SPEC 2)
+// Multi-tensor operations (docs/ALGORITHMS.md §2)
 // ===========================================================================
 
 // One launch covers any number of tensors: each tensor is cut into chunks of

@@ -1,4 +1,4 @@
-// The multi-tensor ascent operations (SPEC 2) as thin functors over the
+// The multi-tensor ascent operations (docs/ALGORITHMS.md §2) as thin functors over the
 // engine in multi_tensor_apply.cuh.
 //
 // Memory traffic per element (the floor is each input read once, each output
@@ -17,7 +17,7 @@ namespace {
 
 struct NoState {};
 
-// What the squared norm sums (SPEC 2): g^2, (T g)^2 with T = |w| + eta, or
+// What the squared norm sums (docs/ALGORITHMS.md §2): g^2, (T g)^2 with T = |w| + eta, or
 // g^2 / f with f = 1 + eta g^2. The released scalings share the norms of
 // their paper counterparts.
 enum class NormTerm { kGradient, kAdaptive, kFisher };

@@ -22,7 +22,8 @@ namespace tram::examples::models {
 
 // Applied to the token (or patch) embeddings right after the lookup (or patch
 // projection), before position embeddings, token types and normalisation:
-// where SPEC 3 puts the trust-region noise. An empty hook is the identity.
+// where the trust-region noise goes (docs/ALGORITHMS.md §4). An empty hook
+// is the identity.
 using EmbeddingHook = std::function<torch::Tensor(const torch::Tensor&)>;
 
 // The hook of one forward-closure pass: `pass.perturb`, which adds noise on

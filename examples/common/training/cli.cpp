@@ -96,7 +96,8 @@ Options defaults(Program program) {
 
 int64_t Options::resolved_warmup(int64_t total_steps) const {
   if (warmup_steps) return *warmup_steps;
-  // SPEC 7's 10,000 warm-up steps of 50,000, and the same fifth of a shorter run.
+  // The paper's 10,000 warm-up steps of 50,000 (docs/ALGORITHMS.md §10), and
+  // the same fifth of a shorter run.
   return std::min<int64_t>(10000, total_steps / 5);
 }
 
@@ -154,7 +155,7 @@ std::string usage(Program program) {
   if (program != Program::kGpt2) out << "  --num-labels N           classifier outputs (default: from the data)\n";
   if (lang) out << "  --max-length N           tokens per " << (program == Program::kGpt2 ? "block" : "example")
                 << " (default " << d.max_length << ", at most the model's positions)\n";
-  out << "Optimization (defaults: SPEC 7, " << (lang ? "language" : "vision") << "):\n"
+  out << "Optimization (defaults: the paper's, " << (lang ? "language" : "vision") << "):\n"
       << "  --optimizer NAME         " << join(tram::method_names()) << ",\n"
       << "                           or METHOD+REGULARIZER (e.g. asam+trpo); default " << d.optimizer << "\n"
       << "  --optimizer-options K=V,...  passed to tram::make_optimizer (e.g. rho=0.05,base=adam);\n"

@@ -1,7 +1,7 @@
 // The command line shared by tram-vit, tram-gpt2 and tram-xlmr: the same
-// flags everywhere, with per-program defaults from SPEC 7 (language: Adam
-// betas (0.9, 0.99), lr 2e-5, poly-warmup; vision: SGD, lr 5e-4, cosine, no
-// warm-up).
+// flags everywhere, with per-program defaults from the paper
+// (docs/ALGORITHMS.md §10; language: Adam betas (0.9, 0.99), lr 2e-5,
+// poly-warmup; vision: SGD, lr 5e-4, cosine, no warm-up).
 //
 //   const Options options = parse_command_line(Program::kGpt2, argc, argv);
 //   if (options.help) { std::cout << usage(Program::kGpt2); return 0; }

@@ -1,4 +1,4 @@
-// Learning-rate schedules of the examples and the study (SPEC 7): polynomial
+// Learning-rate schedules of the examples and the study (docs/ALGORITHMS.md §10): polynomial
 // decay with linear warm-up (the language experiments) and cosine decay (the
 // vision experiments), with Hugging Face's formulas
 // (get_polynomial_decay_schedule_with_warmup, get_cosine_schedule_with_warmup),
