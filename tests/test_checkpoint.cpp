@@ -3,6 +3,7 @@
 // called on is left exactly as it was.
 #include <tram/tram.h>
 
+#include "checkpoints/fixtures.h"
 #include "test_util.h"
 
 #include <cstring>
@@ -264,3 +265,35 @@ TEST(Checkpoint, VersionOneArchivesStillLoad) {
 }
 
 }  // namespace
+
+// Checkpoints written by the release that introduced format 2 (before the
+// engine was split into policies; tests/checkpoints/make_checkpoints.cpp made
+// them) load into today's optimizers and resume bit for bit: step 4 from the
+// loaded state gives the parameters that release computed.
+TEST(Checkpoint, Version2FixturesResumeBitIdentically) {
+  const std::string dir = std::string(TRAM_SOURCE_DIR) + "/tests/checkpoints/v2/";
+  for (const std::string method : tram::test::checkpoint_fixture_methods()) {
+    SCOPED_TRACE(method);
+    torch::serialize::InputArchive expected;
+    expected.load_from(dir + method + ".expected.pt");
+    Tensor weight, bias, weight_4, bias_4;
+    expected.read("after_3/weight", weight);
+    expected.read("after_3/bias", bias);
+    expected.read("after_4/weight", weight_4);
+    expected.read("after_4/bias", bias_4);
+
+    Problem p;  // the fixtures' batch; its parameters are replaced by step 3's
+    {
+      torch::NoGradGuard no_grad;
+      p.weight.copy_(weight);
+      p.bias.copy_(bias);
+    }
+    auto opt = tram::make_optimizer(method, p.params(), tram::test::checkpoint_fixture_options(method));
+    opt->set_noise_sampler(tram::test::checkpoint_fixture_noise);
+    torch::load(*opt, dir + method + ".pt");
+    EXPECT_EQ(opt->step_count(), 3);
+    opt->step(p.forward_closure());
+    EXPECT_TRUE(torch::equal(p.weight, weight_4));
+    EXPECT_TRUE(torch::equal(p.bias, bias_4));
+  }
+}
