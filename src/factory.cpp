@@ -114,6 +114,15 @@ ops::Reduction read_reduction(OptionReader& in, ops::Reduction fallback) {
   return reduction;
 }
 
+// The trust region's keys; the noise keys only where the target is noised
+// inputs (TRAM-ε, TRAM-Fisher).
+TrustRegionOptions read_trust_region(OptionReader& in, TrustRegionOptions o) {
+  o.divergence(read_divergence(in, o.divergence())).reduction(read_reduction(in, o.reduction()));
+  o.scale(in.number("scale", o.scale())).max_radius(in.optional_number("max_radius"));
+  if (o.target() == Target::kNoise) o.noise(read_noise(in, "", o.noise()));
+  return o;
+}
+
 RegularizerOptions read_regularizer(OptionReader& in, const std::string& name) {
   RegularizerOptions o;
   o.kind(name == "trpo" ? Regularizer::kTRPO : name == "r3f" ? Regularizer::kR3F : Regularizer::kMESA);
@@ -146,18 +155,15 @@ std::pair<MethodConfig, GroupOptions> read_ascent(OptionReader& in, const std::s
     o.gamma(in.number("gamma", o.gamma())).fisher_eta(in.number("fisher_eta", o.fisher_eta()));
     o.radius(in.choice("radius", {"fixed", "trust_region"}, 0) == 0 ? RadiusSource::kFixed
                                                                     : RadiusSource::kTrustRegion);
-    o.divergence(read_divergence(in, o.divergence())).reduction(read_reduction(in, o.reduction()));
-    o.scale(in.number("scale", o.scale())).max_radius(in.optional_number("max_radius"));
-    o.noise(read_noise(in, "", o.noise())).eps_norm(in.number("eps_norm", o.eps_norm()));
-    return compose(o);
+    o.trust_region(read_trust_region(in, o.trust_region()));
+    return compose(o.eps_norm(in.number("eps_norm", o.eps_norm())));
   }
   TRAMOptions o;
-  o.target(name == "tram-prev" ? Target::kPrevious : name == "tram-pre" ? Target::kPretrained : Target::kNoise);
-  o.eta(in.number("eta", o.eta()));
-  o.divergence(read_divergence(in, o.divergence())).reduction(read_reduction(in, o.reduction()));
-  o.scale(in.number("scale", o.scale())).max_radius(in.optional_number("max_radius"));
-  o.formula(in.choice("ascent", {"paper", "released"}, 0) == 0 ? AscentFormula::kPaper : AscentFormula::kReleased);
-  if (o.target() == Target::kNoise) o.noise(read_noise(in, "", o.noise()));
+  auto region = o.trust_region();
+  region.target(name == "tram-prev" ? Target::kPrevious : name == "tram-pre" ? Target::kPretrained : Target::kNoise);
+  o.trust_region(read_trust_region(in, region));
+  o.eta(in.number("eta", o.eta())).adaptive(in.flag("adaptive", o.adaptive()));
+  o.formula(in.choice("formula", {"paper", "released"}, 0) == 0 ? AscentFormula::kPaper : AscentFormula::kReleased);
   o.eps_norm(in.number("eps_norm", o.eps_norm()));
   return compose(o);
 }
@@ -177,7 +183,7 @@ std::pair<MethodConfig, GroupOptions> read_method(OptionReader& in, const std::s
               ", or <ascent>+<regularizer> with ascent in {", join(kAscents), "} and regularizer in {",
               join(kRegularizers), "}");
   if (contains(kBases, head)) {
-    return {MethodConfig().name(upper(head)).ascent(Ascent::kNone), GroupOptions()};
+    return {MethodConfig().name(upper(head)).direction(nullptr), GroupOptions()};
   }
   if (contains(kRegularizers, head)) return compose(read_regularizer(in, head));
   auto composed = read_ascent(in, head);

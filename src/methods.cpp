@@ -1,6 +1,9 @@
-// The named methods as policy compositions (SPEC 2-5). Defaults live in the
-// options structs of methods.h; this file only says which policies each uses.
+// The named methods as policy compositions (docs/ALGORITHMS.md §2-7): the one
+// place where a method's name meets its policies. Defaults live in the
+// options structs of methods.h.
 #include <tram/methods.h>
+
+#include <tram/policies.h>
 
 namespace tram {
 
@@ -14,9 +17,28 @@ const char* tram_name(Target target) {
     case Target::kPrevious: return "TRAM-θt-1";
     case Target::kPretrained: return "TRAM-θ0";
     case Target::kNoise: return "TRAM-ε";
-    case Target::kNone: break;
   }
   return "TRAM";
+}
+
+std::shared_ptr<const policy::Target> target_of(const TrustRegionOptions& o) {
+  switch (o.target()) {
+    case Target::kPrevious: return policy::previous_target();
+    case Target::kPretrained: return policy::pretrained_target();
+    case Target::kNoise: return policy::noise_target(o.noise());
+  }
+  TORCH_CHECK(false, "TRAM: unknown trust-region target ", static_cast<int>(o.target()));
+}
+
+std::shared_ptr<const policy::Radius> trust_region_radius(std::shared_ptr<const policy::Target> target,
+                                                          const TrustRegionOptions& o) {
+  return policy::trust_region_radius(
+      {std::move(target), policy::kl_distance(o.divergence(), o.reduction()), o.scale(), o.max_radius()});
+}
+
+std::shared_ptr<const policy::Direction> tram_direction(const TRAMOptions& o) {
+  if (o.formula() == AscentFormula::kReleased) return policy::released_direction(o.adaptive());
+  return o.adaptive() ? policy::adaptive_direction() : policy::sam_direction();
 }
 }  // namespace
 
@@ -31,67 +53,69 @@ const char* to_string(Regularizer kind) {
 }
 
 std::pair<MethodConfig, GroupOptions> compose(const SAMOptions& o) {
-  return composed(MethodConfig().name("SAM").ascent(Ascent::kSAM).eps_norm(o.eps_norm()), GroupOptions().rho(o.rho()));
+  return composed(MethodConfig().name("SAM").direction(policy::sam_direction()).eps_norm(o.eps_norm()),
+                  GroupOptions().rho(o.rho()));
 }
 
 std::pair<MethodConfig, GroupOptions> compose(const ASAMOptions& o) {
-  return composed(MethodConfig().name("ASAM").ascent(Ascent::kAdaptive).eps_norm(o.eps_norm()),
+  return composed(MethodConfig().name("ASAM").direction(policy::adaptive_direction()).eps_norm(o.eps_norm()),
                   GroupOptions().rho(o.rho()).eta(o.eta()));
 }
 
 std::pair<MethodConfig, GroupOptions> compose(const FSAMOptions& o) {
-  return composed(MethodConfig().name("FSAM").ascent(Ascent::kFisher).eps_norm(o.eps_norm()),
+  return composed(MethodConfig().name("FSAM").direction(policy::fisher_direction()).eps_norm(o.eps_norm()),
                   GroupOptions().rho(o.gamma()).fisher_eta(o.fisher_eta()));
 }
 
 std::pair<MethodConfig, GroupOptions> compose(const TRAMOptions& o) {
-  TORCH_CHECK(o.target() != Target::kNone, "TRAM: target must be previous, pretrained or noise");
-  auto trust_region = TrustRegionOptions()
-                          .target(o.target())
-                          .divergence(o.divergence())
-                          .reduction(o.reduction())
-                          .scale(o.scale())
-                          .max_radius(o.max_radius())
-                          .noise(o.noise());
+  const auto& region = o.trust_region();
   return composed(MethodConfig()
-                      .name(tram_name(o.target()))
-                      .ascent(Ascent::kAdaptive)
-                      .formula(o.formula())
-                      .radius(RadiusSource::kTrustRegion)
-                      .trust_region(trust_region)
+                      .name(tram_name(region.target()))
+                      .direction(tram_direction(o))
+                      .radius(trust_region_radius(target_of(region), region))
                       .eps_norm(o.eps_norm()),
                   GroupOptions().eta(o.eta()));
 }
 
 std::pair<MethodConfig, GroupOptions> compose(const TRAMFisherOptions& o) {
-  auto trust_region = TrustRegionOptions()
-                          .target(o.radius() == RadiusSource::kTrustRegion ? Target::kNoise : Target::kNone)
-                          .divergence(o.divergence())
-                          .reduction(o.reduction())
-                          .scale(o.scale())
-                          .max_radius(o.max_radius())
-                          .noise(o.noise());
+  const auto& region = o.trust_region();
+  TORCH_CHECK(region.target() == Target::kNoise, "TRAM-Fisher: its trust region is measured on noised inputs; "
+              "trust_region.target must be Target::kNoise (got ", tram_name(region.target()), ")");
+  auto radius = o.radius() == RadiusSource::kTrustRegion ? trust_region_radius(policy::clean_target(), region)
+                                                         : policy::fixed_radius();
   return composed(MethodConfig()
                       .name("TRAM-Fisher")
-                      .ascent(Ascent::kFisher)
-                      .radius(o.radius())
-                      .trust_region(trust_region)
-                      .noisy_first_pass(true)
+                      .direction(policy::fisher_direction())
+                      .radius(std::move(radius))
+                      .first_pass_noise(region.noise())
                       .eps_norm(o.eps_norm()),
                   GroupOptions().rho(o.gamma()).fisher_eta(o.fisher_eta()));
 }
 
+namespace {
+std::shared_ptr<const policy::Regularizer> regularizer_of(const RegularizerOptions& o) {
+  switch (o.kind()) {
+    case Regularizer::kTRPO: return policy::trpo_regularizer(o.lambda());
+    case Regularizer::kR3F: return policy::r3f_regularizer(o.lambda(), o.noise());
+    case Regularizer::kMESA: return policy::mesa_regularizer(o.lambda(), o.ema_decay(), o.temperature());
+    case Regularizer::kNone: break;
+  }
+  return nullptr;
+}
+}  // namespace
+
 std::pair<MethodConfig, GroupOptions> compose(const RegularizerOptions& o) {
   TORCH_CHECK(o.kind() != Regularizer::kNone, "tram: a regularizer-only optimizer needs kind TRPO, R3F or MESA");
-  return composed(MethodConfig().name(to_string(o.kind())).ascent(Ascent::kNone).regularizer(o), GroupOptions());
+  return composed(MethodConfig().name(to_string(o.kind())).direction(nullptr).regularizer(regularizer_of(o)),
+                  GroupOptions());
 }
 
 std::pair<MethodConfig, GroupOptions> with_regularizer(std::pair<MethodConfig, GroupOptions> method,
                                                        const RegularizerOptions& regularizer) {
-  TORCH_CHECK(method.first.regularizer().kind() == Regularizer::kNone, method.first.name(),
+  TORCH_CHECK(method.first.regularizer() == nullptr, method.first.name(),
               " already has a regularizer; combine one sharpness-aware method with one regularizer");
   if (regularizer.kind() == Regularizer::kNone) return method;
-  method.first.name(method.first.name() + "+" + to_string(regularizer.kind())).regularizer(regularizer);
+  method.first.name(method.first.name() + "+" + to_string(regularizer.kind())).regularizer(regularizer_of(regularizer));
   return method;
 }
 

@@ -28,7 +28,7 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 // ===========================================================================
-// Trust-region divergence (SPEC 3)
+// Trust-region divergence (docs/ALGORITHMS.md §5)
 // ===========================================================================
 
 constexpr const char* kDivergenceOp = "tram::ops::trust_region_divergence: ";
@@ -267,7 +267,7 @@ Tensor reduction_weight(Reduction reduction, const Tensor& valid_rows, const Ten
 }
 
 // ===========================================================================
-// Multi-tensor ascent (SPEC 2)
+// Multi-tensor ascent (docs/ALGORITHMS.md §2)
 // ===========================================================================
 
 bool uses_eta(Scaling scaling) {
@@ -567,36 +567,6 @@ void swap(torch::TensorList a, torch::TensorList b) {
     a[i].copy_(b[i]);
     b[i].copy_(a_before);
   }
-}
-
-const char* to_string(Divergence divergence) {
-  switch (divergence) {
-    case Divergence::kForward: return "forward";
-    case Divergence::kReverse: return "reverse";
-    case Divergence::kSymmetric: return "symmetric";
-  }
-  return "?";
-}
-
-const char* to_string(Reduction reduction) {
-  switch (reduction) {
-    case Reduction::kNone: return "none";
-    case Reduction::kMean: return "mean";
-    case Reduction::kSum: return "sum";
-    case Reduction::kLegacy: return "legacy";
-  }
-  return "?";
-}
-
-const char* to_string(Scaling scaling) {
-  switch (scaling) {
-    case Scaling::kIdentity: return "identity";
-    case Scaling::kAdaptive: return "adaptive";
-    case Scaling::kFisher: return "fisher";
-    case Scaling::kReleasedIdentity: return "released-identity";
-    case Scaling::kReleasedAdaptive: return "released-adaptive";
-  }
-  return "?";
 }
 
 }  // namespace tram::ops

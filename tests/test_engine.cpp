@@ -1,8 +1,8 @@
-// The engine and the SAM-style methods against SPEC.md sections 1-2.
+// The engine and the SAM-style methods against docs/ALGORITHMS.md §1-2.
 //
 // Closed-form checks: a small linear softmax classifier in float64; the test
 // computes the gradient with autograd on a functional copy of the model and
-// the expected perturbation and step from the SPEC formulas with plain tensor
+// the expected perturbation and step from the documented formulas with plain tensor
 // ops, then compares with what the optimizer did.
 #include <tram/tram.h>
 
@@ -394,3 +394,30 @@ TEST(Serialization, GroupOptionsAreRestoredAndMethodMismatchIsRejected) {
 }
 
 }  // namespace
+
+TEST(EvalModeGuard, RestoresEverySubmodulesOwnModeAlsoAfterAThrow) {
+  // A model in training with one submodule deliberately frozen in eval mode:
+  // a bare eval() ... train() pair would turn the frozen one back on.
+  auto model = torch::nn::Sequential(torch::nn::Linear(2, 2), torch::nn::Dropout(0.5), torch::nn::Linear(2, 2));
+  model->train();
+  model[1]->eval();
+  const auto modes = [&] {
+    std::vector<bool> flags;
+    for (const auto& m : model->modules(/*include_self=*/true)) flags.push_back(m->is_training());
+    return flags;
+  };
+  const std::vector<bool> before = modes();
+  EXPECT_EQ(before, (std::vector<bool>{true, true, false, true}));
+  {
+    tram::EvalModeGuard eval(*model);
+    for (bool training : modes()) EXPECT_FALSE(training);
+  }
+  EXPECT_EQ(modes(), before);
+  try {
+    tram::EvalModeGuard eval(model.ptr().get());
+    throw std::runtime_error("forward failed");
+  } catch (const std::runtime_error&) {
+  }
+  EXPECT_EQ(modes(), before);
+  tram::EvalModeGuard none(nullptr);  // a null module is a no-op
+}

@@ -40,13 +40,13 @@ TEST(Factory, OptionsReachTheMethodAndTheBase) {
 
   auto [config, group] = tram::method_config("tram-noise", tram::parse_options("sigma=0.5,noise=uniform,max_radius=0.2"));
   EXPECT_EQ(config.name(), "TRAM-ε");
-  EXPECT_EQ(config.trust_region().noise().sigma(), 0.5);
-  EXPECT_EQ(config.trust_region().noise().distribution(), tram::NoiseDistribution::kUniform);
-  EXPECT_EQ(config.trust_region().max_radius().value(), 0.2);
+  EXPECT_EQ(config.trust_region()->target->noise()->sigma(), 0.5);
+  EXPECT_EQ(config.trust_region()->target->noise()->distribution(), tram::NoiseDistribution::kUniform);
+  EXPECT_EQ(config.trust_region()->max_radius.value(), 0.2);
   auto fisher = tram::method_config("fsam+r3f", tram::parse_options("gamma=0.3,reg_sigma=1e-4,lambda=2")).first;
   EXPECT_EQ(fisher.name(), "FSAM+R3F");
-  EXPECT_EQ(fisher.regularizer().noise().sigma(), 1e-4);
-  EXPECT_EQ(fisher.regularizer().lambda(), 2.0);
+  EXPECT_EQ(fisher.regularizer()->noise()->sigma(), 1e-4);
+  EXPECT_EQ(fisher.regularizer()->weight(), 2.0);
 }
 
 TEST(Factory, MistakesListTheValidChoices) {

@@ -1,4 +1,4 @@
-// Tests of tram::metrics (SPEC 6): linear CKA and epsilon-sharpness.
+// Tests of tram::metrics (docs/ALGORITHMS.md §9): linear CKA and epsilon-sharpness.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -52,7 +52,7 @@ void expect_error(const std::function<void()>& call, const std::string& prefix,
 // Linear CKA
 // ---------------------------------------------------------------------------
 
-// The formula of SPEC 6 written out in the test, independently of the
+// The formula of docs/ALGORITHMS.md §9 written out in the test, independently of the
 // library's normalisation and choice of form.
 double reference_cka(const torch::Tensor& X, const torch::Tensor& Y) {
   const torch::Tensor x = X.to(torch::kFloat64) - X.to(torch::kFloat64).mean(0);
@@ -251,7 +251,7 @@ struct QuadraticProblem {
     return torch::cat({weight_curvature.flatten(), bias_curvature});
   }
 
-  // SPEC 6 replayed with plain tensor ops: projected gradient ascent from 0.
+  // docs/ALGORITHMS.md §9 replayed with plain tensor ops: projected gradient ascent from 0.
   double expected_sharpness(const SharpnessOptions& options) const {
     const torch::Tensor w = flat_weights();
     const torch::Tensor a = flat_curvature();

@@ -1,6 +1,6 @@
 // Tests of the reference implementation of tram::ops (include/tram/ops.h)
-// against formulas written out in the tests: SPEC 3 (the trust-region
-// divergence and its gradient) and SPEC 2 (the multi-tensor ascent ops).
+// against formulas written out in the tests: docs/ALGORITHMS.md §5 (the trust-region
+// divergence and its gradient) and §2 (the multi-tensor ascent ops).
 #include <tram/ops.h>
 
 #include <gtest/gtest.h>
@@ -123,7 +123,7 @@ double definition_kl(const std::vector<double>& log_p, const std::vector<double>
   return kl;
 }
 
-// The divergence straight from SPEC 3 in plain double arithmetic, row by row.
+// The divergence straight from docs/ALGORITHMS.md §5 in plain double arithmetic, row by row.
 Tensor definition_divergence(const Tensor& target_logits, const Tensor& current_logits,
                              Divergence divergence, Reduction reduction, const Tensor& mask = {}) {
   const int64_t classes = target_logits.size(-1);
@@ -616,7 +616,7 @@ TEST(TrustRegionDivergence, RejectsInvalidInputsWithActionableMessages) {
 // Multi-tensor ascent: references and data
 // ===========================================================================
 
-// SPEC 2's direction of tensor w with gradient g, in fp64.
+// The direction (docs/ALGORITHMS.md §2) of tensor w with gradient g, in fp64.
 Tensor expected_direction(Scaling scaling, const Tensor& w, const Tensor& g, double eta) {
   switch (scaling) {
     case Scaling::kIdentity: return g;
@@ -628,7 +628,7 @@ Tensor expected_direction(Scaling scaling, const Tensor& w, const Tensor& g, dou
   return {};
 }
 
-// SPEC 2's squared-norm contribution of one tensor, in fp64.
+// The squared-norm contribution (docs/ALGORITHMS.md §2) of one tensor, in fp64.
 double expected_squared_norm_term(Scaling scaling, const Tensor& w, const Tensor& g, double eta) {
   switch (scaling) {
     case Scaling::kIdentity:

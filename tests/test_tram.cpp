@@ -1,8 +1,8 @@
-// The TRAM variants and the trust-region regularizers against SPEC.md 3-5.
+// The TRAM variants and the trust-region regularizers against docs/ALGORITHMS.md §3-7.
 //
 // Each test runs the optimizer for a few steps on a float64 linear softmax
 // classifier over changing batches, and a reference written here from the
-// SPEC formulas (plain tensor ops; autograd only to differentiate the loss),
+// documented formulas (plain tensor ops; autograd only to differentiate the loss),
 // which keeps explicit copies of θt-1, θ0 and the EMA.
 #include <tram/tram.h>
 
@@ -18,7 +18,7 @@ constexpr int kSteps = 4;
 
 Tensor logits_at(const Params& w, const Tensor& x) { return torch::addmm(w[1], x, w[0].t()); }
 
-// Forward KL per SPEC 3, mean over rows, from the definition.
+// Forward KL per docs/ALGORITHMS.md §5, mean over rows, from the definition.
 Tensor kl(const Tensor& target_logits, const Tensor& current_logits) {
   auto lt = torch::log_softmax(target_logits, -1), lc = torch::log_softmax(current_logits, -1);
   return (lt.exp() * (lt - lc)).sum(-1).mean();
@@ -188,7 +188,7 @@ TEST(TRAM, RadiusIsClampedByMaxRadius) {
 }
 
 TEST(TRAM, ReleasedAscentIgnoresTheGradientDirection) {
-  // ascent=released reproduces the released code: e = r |w|^2 / ||w g|| (eta 0).
+  // formula=released reproduces the released code: e = r |w|^2 / ||w g|| (eta 0).
   Data data;
   tram::test::Problem p;
   Params w = p.values();
@@ -200,8 +200,35 @@ TEST(TRAM, ReleasedAscentIgnoresTheGradientDirection) {
   for (size_t i = 0; i < 2; ++i) e.push_back(5.0 * d * w[i].pow(2) / (std::sqrt(sq) + 1e-12));
   auto g2 = grad_of(add(w, e), [&](const Params& v) { return data.ce(v, 0); });
   auto expected = add(w, g2, -0.5);
-  auto run = run_optimizer("tram-noise", "scale=5,eta=0,ascent=released", data, p);
+  auto run = run_optimizer("tram-noise", "scale=5,eta=0,formula=released", data, p);
   for (size_t i = 0; i < 2; ++i) EXPECT_LE((run.params[0][i] - expected[i]).abs().max().item<double>(), kTol);
+}
+
+TEST(TRAM, NonAdaptiveAscentPaperAndReleased) {
+  // adaptive=false: T = 1. The paper's formula is then SAM's direction with
+  // the trust-region radius, e = r g / (||g|| + eps); the released code's
+  // non-adaptive branch moves every element by r / (||g|| + eps).
+  for (const bool released : {false, true}) {
+    SCOPED_TRACE(released ? "released" : "paper");
+    Data data;
+    tram::test::Problem p;
+    Params w = p.values();
+    const double d = kl(logits_at(w, data.x[0] + data.noise[0]), logits_at(w, data.x[0])).item<double>();
+    auto g = grad_of(w, [&](const Params& v) { return data.ce(v, 0); });
+    double sq = 0;
+    for (size_t i = 0; i < 2; ++i) sq += g[i].pow(2).sum().item<double>();
+    Params e;
+    for (size_t i = 0; i < 2; ++i) {
+      const Tensor direction = released ? torch::ones_like(w[i]) : g[i];
+      e.push_back(5.0 * d * direction / (std::sqrt(sq) + 1e-12));
+    }
+    auto g2 = grad_of(add(w, e), [&](const Params& v) { return data.ce(v, 0); });
+    auto expected = add(w, g2, -0.5);
+    auto run = run_optimizer("tram-noise", released ? "scale=5,adaptive=false,formula=released"
+                                                    : "scale=5,adaptive=false", data, p);
+    for (size_t i = 0; i < 2; ++i) EXPECT_LE((run.params[0][i] - expected[i]).abs().max().item<double>(), kTol);
+    EXPECT_NEAR(run.reports[0].ascent_norm, std::sqrt(sq), 1e-12);
+  }
 }
 
 TEST(TRAM, FisherFixedAndTrustRegionRadius) {
@@ -226,7 +253,7 @@ TEST(TRAM, FisherFixedAndTrustRegionRadius) {
   }
 }
 
-// Loss of the regularized methods, SPEC 5, written from the definitions.
+// Loss of the regularized methods, docs/ALGORITHMS.md §7, written from the definitions.
 Tensor trpo_loss(const Data& data, int t, const Params& w, const Params& previous, double lambda) {
   return data.ce(w, t) + lambda * kl(logits_at(previous, data.x[t]).detach(), logits_at(w, data.x[t]));
 }

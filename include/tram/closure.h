@@ -50,7 +50,7 @@ class Pass {
 
   // Returns `embeddings + z` on noisy passes and `embeddings` itself on every
   // other pass. Call it on the token/patch embeddings, before position
-  // embeddings and normalisation (SPEC 3).
+  // embeddings and normalisation (docs/ALGORITHMS.md §4).
   torch::Tensor perturb(const torch::Tensor& embeddings) const;
 
  private:

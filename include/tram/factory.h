@@ -42,7 +42,7 @@ std::shared_ptr<torch::optim::Optimizer> make_base(const std::string& name,
 
 // The full optimizer. Keys of `options`: "base" (default "sgd") and the base's
 // keys, then the method's (see README): rho, eta, fisher_eta, eps_norm, scale,
-// max_radius, divergence, reduction, sigma, noise, radius, ascent, lambda,
+// max_radius, divergence, reduction, sigma, noise, radius, formula, adaptive, lambda,
 // reg_sigma, reg_noise, ema_decay, temperature. A plain base name returns a
 // SharpnessAware with no ascent, which steps exactly like the base. Unknown
 // names and keys are rejected with the list of valid ones.

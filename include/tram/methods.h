@@ -1,10 +1,11 @@
 // The named optimizers. Each is the engine (SharpnessAware) with a policy
-// composition; none has a loop of its own. Defaults follow SPEC.md section 2.
+// composition; none has a loop of its own. Defaults: docs/ALGORITHMS.md §10.
 //
 //   auto base = std::make_shared<torch::optim::SGD>(model->parameters(), torch::optim::SGDOptions(0.1));
 //   tram::SAM optimizer(base, tram::SAMOptions().rho(0.05));
 #pragma once
 
+#include <tram/method.h>
 #include <tram/optimizer.h>
 
 namespace tram {
@@ -31,31 +32,30 @@ struct FSAMOptions {
 
 // TRAM (Sherborne et al. 2024): ASAM's ascent with the trust-region radius
 // r = clamp(scale * d, 0, max_radius); d = D(p_target || p_current) on the
-// batch. target: kPrevious (TRAM-θt-1), kPretrained (TRAM-θ0), kNoise (TRAM-ε).
+// batch. trust_region.target: kPrevious (TRAM-θt-1), kPretrained (TRAM-θ0),
+// kNoise (TRAM-ε).
+//
+//   tram::TRAM opt(base, tram::TRAMOptions().trust_region(
+//                            tram::TrustRegionOptions().target(tram::Target::kPretrained).scale(10)));
 struct TRAMOptions {
-  TORCH_ARG(Target, target) = Target::kPrevious;
+  TORCH_ARG(TrustRegionOptions, trust_region) = TrustRegionOptions();
   TORCH_ARG(double, eta) = 0.01;
-  TORCH_ARG(ops::Divergence, divergence) = ops::Divergence::kForward;
-  TORCH_ARG(ops::Reduction, reduction) = ops::Reduction::kMean;
-  TORCH_ARG(double, scale) = 1.0;
-  TORCH_ARG(std::optional<double>, max_radius) = std::nullopt;
-  TORCH_ARG(NoiseOptions, noise) = NoiseOptions();  // TRAM-ε's target noise
+  // false: T = 1, SAM's direction with the trust-region radius (with
+  // formula kReleased, the released code's non-adaptive branch).
+  TORCH_ARG(bool, adaptive) = true;
   TORCH_ARG(AscentFormula, formula) = AscentFormula::kPaper;
   TORCH_ARG(double, eps_norm) = 1e-12;
 };
 
 // TRAM-Fisher (paper Algorithm 2): FSAM's ascent from the gradient g_z of a
-// first pass on noised embeddings. Radius gamma, or the trust-region radius
-// from d = D(p_noised || p_clean) with radius(RadiusSource::kTrustRegion).
+// first pass on noised embeddings (trust_region.noise). Radius gamma, or with
+// radius(RadiusSource::kTrustRegion) the trust-region radius from
+// d = D(p_noised || p_clean); trust_region.target must then be kNoise.
 struct TRAMFisherOptions {
   TORCH_ARG(double, gamma) = 0.1;
   TORCH_ARG(double, fisher_eta) = 0.1;
   TORCH_ARG(RadiusSource, radius) = RadiusSource::kFixed;
-  TORCH_ARG(ops::Divergence, divergence) = ops::Divergence::kForward;
-  TORCH_ARG(ops::Reduction, reduction) = ops::Reduction::kMean;
-  TORCH_ARG(double, scale) = 1.0;
-  TORCH_ARG(std::optional<double>, max_radius) = std::nullopt;
-  TORCH_ARG(NoiseOptions, noise) = NoiseOptions();
+  TORCH_ARG(TrustRegionOptions, trust_region) = TrustRegionOptions().target(Target::kNoise);
   TORCH_ARG(double, eps_norm) = 1e-12;
 };
 

@@ -1,16 +1,19 @@
-// The engine: one two-phase step shared by every method (SPEC 1).
+// The engine: one two-phase step shared by every method (docs/ALGORITHMS.md §1).
 //
 //   pass 1 at w            -> g                      (closure)
 //   ascent                 -> w <- w + e(g, radius)  (exact copy of w kept)
 //   pass 2 at w + e        -> g'                     (closure)
 //   exact restore of w, then the base optimizer steps with g'.
 //
-// Methods differ only in the policies of MethodConfig: the ascent direction,
-// where the radius comes from, the trust-region target and the regularizer.
+// Methods differ only in the policies of MethodConfig (method.h): the ascent
+// direction, where the radius comes from (with its trust-region target and
+// distance) and the regularizer. The engine asks them; it never asks which
+// kind they are.
 #pragma once
 
 #include <tram/closure.h>
 #include <tram/grad_scaler.h>
+#include <tram/method.h>
 #include <tram/options.h>
 
 #include <c10/util/intrusive_ptr.h>
@@ -21,6 +24,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <utility>
 #include <vector>
 
 namespace c10d {
@@ -28,6 +32,11 @@ class Backend;
 }
 
 namespace tram {
+
+namespace detail {
+class ParameterSets;
+class StepPasses;
+}  // namespace detail
 
 // With data-parallel training, which gradient the ascent uses.
 enum class AscentScope {
@@ -69,7 +78,7 @@ class SharpnessAware : public torch::optim::Optimizer {
   // Puts w back if it is perturbed (idempotent). second_step() and a throwing
   // step() call it; a two-call loop that abandons a step should too.
   void restore();
-  bool perturbed() const { return anchor_active_; }
+  bool perturbed() const;
 
   // --- configuration and state ---------------------------------------------
   GroupOptions& group_options(std::size_t group);
@@ -123,23 +132,30 @@ class SharpnessAware : public torch::optim::Optimizer {
  private:
   struct Managed;  // the parameters of one step, with their per-tensor options
   Managed managed_parameters(bool with_grad_only) const;
+  std::vector<const GroupOptions*> group_option_list() const;
   void sync_groups();
   void validate() const;
-  void init_parameter_sets();
-  std::vector<double> fixed_radii() const;
+
+  // The phases of step(ForwardClosure), in order.
+  void run_reference_passes(detail::StepPasses& passes);
+  std::vector<PassOutput> run_first_pass(detail::StepPasses& passes, StepReport& report);
+  std::vector<double> measure_radii(detail::StepPasses& passes, const std::vector<PassOutput>& first,
+                                    StepReport& report);
+  void run_second_pass(detail::StepPasses& passes);
+  // The loss of a pass with the method's regularizer added, and the penalty R
+  // (undefined without a regularizer).
+  std::pair<torch::Tensor, torch::Tensor> regularized(detail::StepPasses& passes, const PassOutput& out,
+                                                      int64_t micro_batch, bool perturbed) const;
+
   // Computes e from the current gradients and moves w to w + e, keeping the
-  // exact copy in the anchor (the existing one, or the backup buffer).
+  // exact copy of w (docs/ALGORITHMS.md §1).
   void ascend(const std::vector<double>& radii, StepReport& report);
   void base_step();
-  torch::Tensor backup_for(std::size_t index, const torch::Tensor& param);
-  void set_anchor(const std::vector<torch::Tensor>& params, const std::vector<torch::Tensor>& set);
-  double trust_region_radius(double distance) const;
   // The gradient hooks every step form goes through: all-reduce over ranks,
   // unscale and inf/NaN check, clipping. Return false when loss scaling found
   // a non-finite gradient (the step is then skipped).
   bool prepare_ascent_gradient();
   bool prepare_descent_gradient();
-  void all_reduce_mean(const std::vector<torch::Tensor>& tensors) const;
   // The descent gradient's hooks, then the base step (or the skip).
   void descend(StepReport& report);
   // Abandons the step after a non-finite scaled gradient: restores w, backs
@@ -150,19 +166,9 @@ class SharpnessAware : public torch::optim::Optimizer {
   MethodConfig method_;
   std::shared_ptr<torch::nn::Module> module_;
   NoiseSampler noise_sampler_;
-
-  // Parameter-sized buffers, one tensor per managed parameter in group order.
-  std::vector<torch::Tensor> backup_;      // restore copy when no other holds w
-  std::vector<torch::Tensor> previous_;    // θt-1 (TRAM-θt-1, TRPO)
-  std::vector<torch::Tensor> pretrained_;  // θ0 (TRAM-θ0)
-  std::vector<torch::Tensor> ema_;         // MESA teacher
-
-  // The exact copy of w while w is perturbed or holds another parameter set.
-  std::vector<torch::Tensor> anchor_params_;
-  std::vector<torch::Tensor> anchor_;
-  bool anchor_active_ = false;
-  // w holds θt-1 and previous_ holds θt (during the TRAM-θt-1/TRPO target pass).
-  bool swapped_with_previous_ = false;
+  // Every parameter-sized buffer: the restore copy and the parameter sets
+  // (θt-1, θ0, EMA) the method's policies evaluate the model at.
+  std::unique_ptr<detail::ParameterSets> sets_;
 
   int64_t micro_batches_ = 1;
   std::optional<double> max_grad_norm_;

@@ -1,5 +1,5 @@
 // Options of the sharpness-aware optimizers: what each method computes is in
-// SPEC.md; this file only names the choices and their defaults.
+// docs/ALGORITHMS.md; this file only names the choices and their defaults.
 #pragma once
 
 #include <tram/ops.h>
@@ -48,30 +48,24 @@ class GroupOptions : public torch::optim::OptimizerCloneableOptions<GroupOptions
 };
 
 // ---------------------------------------------------------------------------
-// Per method (global over all groups).
+// The choices the named methods (methods.h) offer. Each maps to a policy
+// (policies.h) in src/methods.cpp, the one place where methods are named.
 // ---------------------------------------------------------------------------
 
-// The ascent direction family (SPEC 2).
-enum class Ascent {
-  kNone,      // no ascent: the plain base optimizer, or a regularizer alone
-  kSAM,       // T = 1
-  kAdaptive,  // T = |w| + eta (ASAM, TRAM-θt-1/θ0/ε)
-  kFisher,    // f = 1 + eta_f g^2 (FSAM, TRAM-Fisher)
-};
-
 // Which ascent formula: the paper's, or the released TRAM code's, which never
-// multiplies by the gradient (kept only so a study can compare the two).
+// multiplies by the gradient (kept only so a study can compare the two;
+// docs/ALGORITHMS.md §2, §12).
 enum class AscentFormula { kPaper, kReleased };
 
-// Where the ascent radius comes from.
+// Where the ascent radius comes from (docs/ALGORITHMS.md §3).
 enum class RadiusSource {
   kFixed,        // the group's rho (gamma)
   kTrustRegion,  // r = clamp(scale * d, 0, max_radius), d from the target below
 };
 
-// What the trust-region distance d compares the current predictions with.
+// What the trust-region distance d compares the current predictions with
+// (docs/ALGORITHMS.md §4).
 enum class Target {
-  kNone,
   kPrevious,    // TRAM-θt-1: the model at the previous step's parameters
   kPretrained,  // TRAM-θ0: the model at the parameters it had at construction
   kNoise,       // TRAM-ε (and TRAM-Fisher's trust-region radius): the current
@@ -87,7 +81,7 @@ struct NoiseOptions {
   TORCH_ARG(double, sigma) = 1e-2;
 };
 
-// TRAM's trust-region radius (SPEC 3).
+// TRAM's trust-region radius (docs/ALGORITHMS.md §3-5).
 struct TrustRegionOptions {
   TORCH_ARG(Target, target) = Target::kPrevious;
   TORCH_ARG(ops::Divergence, divergence) = ops::Divergence::kForward;
@@ -100,7 +94,7 @@ struct TrustRegionOptions {
   TORCH_ARG(NoiseOptions, noise) = NoiseOptions();
 };
 
-// Trust-region loss regularizers (SPEC 5): L = L_task + lambda * R.
+// Trust-region loss regularizers (docs/ALGORITHMS.md §7): L = L_task + lambda * R.
 enum class Regularizer {
   kNone,
   kTRPO,  // R = KL(p_{θt-1} || p_θ)
@@ -116,29 +110,6 @@ struct RegularizerOptions {
       NoiseOptions().distribution(NoiseDistribution::kUniform).sigma(1e-5);
   TORCH_ARG(double, ema_decay) = 0.999;  // MESA
   TORCH_ARG(double, temperature) = 1.0;  // MESA
-};
-
-// A method is a composition of the policies above. The named optimizers
-// (SAM, ASAM, FSAM, TRAM, TRAMFisher, ...) and the factory build these.
-struct MethodConfig {
-  // Name used in every message ("SAM", "TRAM-θt-1", "ASAM+TRPO", ...).
-  TORCH_ARG(std::string, name) = "SAM";
-  TORCH_ARG(Ascent, ascent) = Ascent::kSAM;
-  TORCH_ARG(AscentFormula, formula) = AscentFormula::kPaper;
-  TORCH_ARG(RadiusSource, radius) = RadiusSource::kFixed;
-  TORCH_ARG(TrustRegionOptions, trust_region) = TrustRegionOptions().target(Target::kNone);
-  // TRAM-Fisher: the first pass runs on noised embeddings (trust_region.noise)
-  // and its gradient g_z drives the Fisher ascent.
-  TORCH_ARG(bool, noisy_first_pass) = false;
-  TORCH_ARG(RegularizerOptions, regularizer) = RegularizerOptions();
-  // Guards every division by a norm.
-  TORCH_ARG(double, eps_norm) = 1e-12;
-
- public:
-  // True when step() needs the model's logits (ForwardClosure).
-  bool needs_forward_closure() const;
-  // Throws a c10::Error naming the method and the bad value.
-  void validate() const;
 };
 
 }  // namespace tram

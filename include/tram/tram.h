@@ -4,9 +4,13 @@
 
 #include <tram/closure.h>
 #include <tram/distributed.h>
+#include <tram/eval_mode.h>
 #include <tram/factory.h>
 #include <tram/grad_scaler.h>
+#include <tram/method.h>
 #include <tram/methods.h>
 #include <tram/ops.h>
 #include <tram/optimizer.h>
 #include <tram/options.h>
+#include <tram/policies.h>
+#include <tram/policy.h>

@@ -116,7 +116,7 @@ METHODS = [
     ("asam", {"rho": 0.5, "eta": 0.0}, None),
     ("fsam", {"gamma": 0.1, "fisher_eta": 0.1}, None),
     ("tram-prev", {"scale": 10.0}, None),
-    ("tram-prev", {"scale": 100.0, "max_radius": 0.05, "ascent": "released", "eta": 0.0}, None),
+    ("tram-prev", {"scale": 100.0, "max_radius": 0.05, "formula": "released", "eta": 0.0}, None),
     ("tram-pre", {"divergence": "symmetric"}, {"name": "adam", "lr": 0.01}),
     ("tram-noise", {"reduction": "legacy", "scale": 50.0}, None),
     ("tram-fisher", {}, None),

@@ -108,8 +108,8 @@ CASES = {
     "asam_float32_relu": case(
         "ASAM on Adam in float32.", 22, "asam", ADAM, {"rho": 0.5, "eta": 0.01}, dtype="float32", **RELU),
 
-    # --- TRAM (SPEC 2-4) ----------------------------------------------------
-    # d is small (SPEC 2: "expect d to be small"), so most cases scale it up
+    # --- TRAM (docs/ALGORITHMS.md §2-6) -------------------------------------
+    # d is small (docs/ALGORITHMS.md §3), so most cases scale it up
     # to radii where a wrong ascent would show in the parameters.
     "tram-prev_tanh": case(
         "TRAM-θt-1 with scale 50: d = 0 at step 0 (θ_-1 = θ_0), then the radius follows d.", 31,
@@ -119,7 +119,13 @@ CASES = {
     "tram-prev_released_maxradius_relu": case(
         "TRAM-θt-1 with the released code's ascent (never times g), eta 0, and max_radius 0.05 "
         "(which clamps the later steps' radii).", 33, "tram-prev", SGD_MOMENTUM,
-        {"scale": 20.0, "max_radius": 0.05, "ascent": "released", "eta": 0.0}, steps=5, **RELU),
+        {"scale": 20.0, "max_radius": 0.05, "formula": "released", "eta": 0.0}, steps=5, **RELU),
+    "tram-noise_nonadaptive_relu": case(
+        "TRAM-ε with adaptive=false: SAM's direction g / ||g|| with the trust-region radius.", 47,
+        "tram-noise", SGD_MOMENTUM, {"scale": 20.0, "adaptive": False}, noise=0.3, **RELU),
+    "tram-prev_released_nonadaptive_tanh": case(
+        "TRAM-θt-1 with the released code's non-adaptive ascent: every element moves by r / ||g||.", 48,
+        "tram-prev", SGD_MOMENTUM, {"scale": 20.0, "formula": "released", "adaptive": False}, **TANH),
     "tram-pre_symmetric_adam_tanh": case(
         "TRAM-θ0 with the symmetric KL, on Adam.", 34, "tram-pre", ADAM,
         {"scale": 20.0, "divergence": "symmetric"}, steps=5, **TANH),
@@ -139,7 +145,7 @@ CASES = {
     "tram-prev_float32_tanh": case(
         "TRAM-θt-1 in float32.", 39, "tram-prev", SGD_MOMENTUM, {"scale": 50.0}, dtype="float32", **TANH),
 
-    # --- trust-region regularizers (SPEC 5) ----------------------------------
+    # --- trust-region regularizers (docs/ALGORITHMS.md §7) -------------------
     "trpo_tanh": case(
         "TRPO-KL regularizer, lambda 0.5: R = KL(p_θt-1 || p_θ).", 41, "trpo", SGD_MOMENTUM,
         {"lambda": 0.5}, steps=5, **TANH),

@@ -2,15 +2,17 @@
 """Independent Python reference of the tram optimizers, for differential testing.
 
 Reads a tram-trace case (docs/TRACE.md) and writes the trace tram-trace would
-write, computed straight from SPEC.md with plain tensor operations: no code is
-shared with the C++ library. The base optimizers are torch.optim's SGD, Adam
-and AdamW (LibTorch's follow the same update rules).
+write, computed straight from the formulas of docs/ALGORITHMS.md with plain
+tensor operations: no code is shared with the C++ library. The base optimizers
+are torch.optim's SGD, Adam and AdamW (LibTorch's follow the same update
+rules).
 
 Methods:
   plain bases          sgd, adam, adamw
-  SPEC 1-2             sam, asam, fsam
-  SPEC 2-4 (TRAM)      tram-prev, tram-pre, tram-noise, tram-fisher
-  SPEC 5               trpo, r3f, mesa, and <ascent>+<regularizer> ("asam+trpo")
+  §1-3                 sam, asam, fsam
+  §2-6 (TRAM)          tram-prev, tram-pre, tram-noise, tram-fisher
+  §7                   trpo, r3f, mesa, and <ascent>+<regularizer> ("asam+trpo")
+(sections of docs/ALGORITHMS.md)
 
 The computation is always in float64. A float32 case starts from the same
 float32-rounded weights and inputs as tram-trace, then runs in float64: its
@@ -36,29 +38,45 @@ BASES = ("sgd", "adam", "adamw")
 ASCENTS = ("sam", "asam", "fsam", "tram-prev", "tram-pre", "tram-noise", "tram-fisher")
 REGULARIZERS = ("trpo", "r3f", "mesa")
 
-# Defaults of SPEC 2-5 (the factory's when an option is not given). Options
-# that only shape the random noise are accepted and unused (see above).
+# Defaults (docs/ALGORITHMS.md §10; the factory's when an option is not
+# given). Options that only shape the random noise are accepted and unused
+# (see above).
 NOISE_KEYS = {"sigma": 1e-2, "noise": "normal"}
 TRUST_REGION_KEYS = {"divergence": "forward", "reduction": "mean", "scale": 1.0, "max_radius": None}
+# formula: "paper" or "released" (the released code's ascent, never times g);
+# adaptive: T = |w| + eta (true) or T = 1 (false, SAM's direction).
+TRAM_ASCENT_KEYS = {"formula": "paper", "adaptive": True}
 METHOD_DEFAULTS = {
     "sam": {"rho": 0.05},
     "asam": {"rho": 0.5, "eta": 0.01},
     "fsam": {"gamma": 0.1, "fisher_eta": 0.1},
-    "tram-prev": {"eta": 0.01, "ascent": "paper", **TRUST_REGION_KEYS},
-    "tram-pre": {"eta": 0.01, "ascent": "paper", **TRUST_REGION_KEYS},
-    "tram-noise": {"eta": 0.01, "ascent": "paper", **TRUST_REGION_KEYS, **NOISE_KEYS},
+    "tram-prev": {"eta": 0.01, **TRAM_ASCENT_KEYS, **TRUST_REGION_KEYS},
+    "tram-pre": {"eta": 0.01, **TRAM_ASCENT_KEYS, **TRUST_REGION_KEYS},
+    "tram-noise": {"eta": 0.01, **TRAM_ASCENT_KEYS, **TRUST_REGION_KEYS, **NOISE_KEYS},
     "tram-fisher": {"gamma": 0.1, "fisher_eta": 0.1, "radius": "fixed", **TRUST_REGION_KEYS, **NOISE_KEYS},
     "trpo": {"lambda": 0.1},
     "r3f": {"lambda": 0.1, "reg_sigma": 1e-5, "reg_noise": "uniform"},
     "mesa": {"lambda": 0.1, "ema_decay": 0.999, "temperature": 1.0},
 }
-# The target logits each TRAM variant compares with (SPEC 3).
+# The target logits each TRAM variant compares with (docs/ALGORITHMS.md §4).
 TARGET_OF = {"tram-prev": "previous", "tram-pre": "pretrained", "tram-noise": "noise"}
-STRING_OPTIONS = {"divergence", "reduction", "ascent", "radius", "noise", "reg_noise"}
+STRING_OPTIONS = {"divergence", "reduction", "formula", "radius", "noise", "reg_noise"}
+BOOL_OPTIONS = {"adaptive"}
 
 
 class CaseError(Exception):
     pass
+
+
+def parse_bool(key, value):
+    """A boolean option: JSON true/false, 0/1, or the strings "true"/"false"/"1"/"0"."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+        return value.lower() in ("true", "1")
+    raise CaseError(f"options.{key} must be a boolean (true or false), got {value!r}")
 
 
 def dtype_of(name):
@@ -166,7 +184,12 @@ class Method:
             if key not in defaults:
                 raise CaseError(f"options.{key} is not an option of {name} in the reference "
                                 f"(known: {sorted(defaults)})")
-            self.options[key] = value if key in STRING_OPTIONS else float(value)
+            if key in STRING_OPTIONS:
+                self.options[key] = value
+            elif key in BOOL_OPTIONS:
+                self.options[key] = parse_bool(key, value)
+            else:
+                self.options[key] = float(value)
 
     def __getitem__(self, key):
         return self.options[key]
@@ -182,7 +205,7 @@ class Method:
 
 
 # ---------------------------------------------------------------------------
-# SPEC 3: the trust-region divergence
+# The trust-region divergence (docs/ALGORITHMS.md §5)
 # ---------------------------------------------------------------------------
 
 def kl_rows(logits_p, logits_q):
@@ -213,26 +236,30 @@ def divergence(target_logits, current_logits, kind="forward", reduction="mean"):
 
 
 # ---------------------------------------------------------------------------
-# SPEC 2 and 4: the perturbation
+# The perturbation (docs/ALGORITHMS.md §2 and §6)
 # ---------------------------------------------------------------------------
 
 def perturbation(method, radius, params, grads):
     """Returns (e per parameter, ascent norm, skipped)."""
     eps = method["eps_norm"]
     kind = method.ascent
-    released = method.options.get("ascent") == "released"
+    released = method.options.get("formula") == "released"
+    adaptive = method.options.get("adaptive", True)
     if kind == "sam":
         norm = math.sqrt(sum(float((g * g).sum()) for g in grads))
         if not math.isfinite(norm):
             return None, norm, True
         return [radius * g / (norm + eps) for g in grads], norm, False
     if kind in ("asam", "tram-prev", "tram-pre", "tram-noise"):
-        scales = [w.detach().abs() + method["eta"] for w in params]
+        # T = |w| + eta, or T = 1 (SAM's direction) with adaptive = false.
+        scales = [w.detach().abs() + method["eta"] if adaptive else torch.ones_like(w.detach())
+                  for w in params]
         norm = math.sqrt(sum(float(((t * g) ** 2).sum()) for t, g in zip(scales, grads)))
         if not math.isfinite(norm):
             return None, norm, True
         if released:
-            # The released TRAM code: e = r |w|^2 / (|| |w| g || + eps), never times g.
+            # The released TRAM code: e = r T^2 / (||T g|| + eps), never times g
+            # (adaptive = false: e = r / (||g|| + eps) per element).
             return [radius * t * t / (norm + eps) for t in scales], norm, False
         return [radius * t * t * g / (norm + eps) for t, g in zip(scales, grads)], norm, False
     if kind in ("fsam", "tram-fisher"):
@@ -247,7 +274,7 @@ def perturbation(method, radius, params, grads):
 
 
 # ---------------------------------------------------------------------------
-# The step (SPEC 1) and the run
+# The step (docs/ALGORITHMS.md §1) and the run
 # ---------------------------------------------------------------------------
 
 def run(case):
@@ -282,7 +309,7 @@ def run(case):
         return x + z
 
     def regularizer(logits, x_noisy, targets):
-        """R of one pass (SPEC 5), with gradient through `logits`."""
+        """R of one pass (docs/ALGORITHMS.md §7), with gradient through `logits`."""
         if reg == "trpo":
             return divergence(targets["previous"], logits)
         if reg == "r3f":

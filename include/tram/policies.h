@@ -1,0 +1,50 @@
+// The policies tram ships, one file each under src/policies/. The named
+// methods (methods.h) are compositions of these; a MethodConfig can also be
+// composed from them directly, with policies of one's own beside them.
+#pragma once
+
+#include <tram/options.h>
+#include <tram/policy.h>
+
+#include <memory>
+#include <optional>
+
+namespace tram::policy {
+
+// Ascent directions (docs/ALGORITHMS.md §2).
+std::shared_ptr<const Direction> sam_direction();       // T = 1
+std::shared_ptr<const Direction> adaptive_direction();  // T = |w| + eta
+std::shared_ptr<const Direction> fisher_direction();    // f = 1 + eta_f g^2
+// The released TRAM code's formula, which never multiplies by g:
+// e = r T^2 / (||T g|| + eps) (adaptive), or e = r / (||g|| + eps) per element.
+std::shared_ptr<const Direction> released_direction(bool adaptive);
+
+// Radii (docs/ALGORITHMS.md §3).
+std::shared_ptr<const Radius> fixed_radius();  // each group's rho
+// r = clamp(scale * d, 0, max_radius) with d measured in `region`.
+std::shared_ptr<const Radius> trust_region_radius(TrustRegion region);
+
+// Parameter sets (all start at θ0).
+std::shared_ptr<const ParameterSet> previous_parameters();    // θt-1
+std::shared_ptr<const ParameterSet> pretrained_parameters();  // θ0
+std::shared_ptr<const ParameterSet> ema_parameters(double decay);  // EMA after every base step
+
+// Trust-region targets (docs/ALGORITHMS.md §4, §6).
+// The model at a parameter set: its no-grad passes run before pass 1.
+std::shared_ptr<const Target> parameter_set_target(std::shared_ptr<const ParameterSet> set);
+std::shared_ptr<const Target> previous_target();    // TRAM-θt-1
+std::shared_ptr<const Target> pretrained_target();  // TRAM-θ0
+std::shared_ptr<const Target> noise_target(NoiseOptions noise);  // TRAM-ε: D(p(emb + z) || p)
+// TRAM-Fisher's: pass 1 ran on noised embeddings; D(p(emb + z) || p(emb)),
+// the clean side from one extra no-grad pass.
+std::shared_ptr<const Target> clean_target();
+
+// Distances (docs/ALGORITHMS.md §5).
+std::shared_ptr<const Distance> kl_distance(ops::Divergence divergence, ops::Reduction reduction);
+
+// Regularizers (docs/ALGORITHMS.md §7).
+std::shared_ptr<const Regularizer> trpo_regularizer(double lambda);
+std::shared_ptr<const Regularizer> r3f_regularizer(double lambda, NoiseOptions noise);
+std::shared_ptr<const Regularizer> mesa_regularizer(double lambda, double ema_decay, double temperature);
+
+}  // namespace tram::policy

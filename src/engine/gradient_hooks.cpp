@@ -1,0 +1,92 @@
+// The gradient hooks every step form goes through (docs/ALGORITHMS.md §8):
+// the all-reduce over data-parallel ranks, loss-scaler unscaling with the
+// inf/NaN check, descent-gradient clipping, then the base step or the skip.
+#include <tram/optimizer.h>
+
+#include "collectives.h"
+#include "engine/managed.h"
+#include "engine/parameter_sets.h"
+
+#include <torch/autograd.h>
+#include <torch/nn/utils/clip_grad.h>
+
+#include <torch/csrc/distributed/c10d/Backend.hpp>
+
+#include <cmath>
+
+namespace tram {
+
+using torch::Tensor;
+
+// ---------------------------------------------------------------------------
+
+void SharpnessAware::set_gradient_accumulation(int64_t micro_batches) {
+  TORCH_CHECK(micro_batches >= 1, method_.name(), ": invalid gradient accumulation: ", micro_batches,
+              " micro-batches (must be >= 1)");
+  micro_batches_ = micro_batches;
+}
+
+void SharpnessAware::set_max_grad_norm(std::optional<double> max_norm) {
+  TORCH_CHECK(!max_norm || (*max_norm > 0 && std::isfinite(*max_norm)), method_.name(),
+              ": invalid max_grad_norm: ", max_norm.value_or(0), " (must be a positive number, or unset)");
+  max_grad_norm_ = max_norm;
+}
+
+void SharpnessAware::set_process_group(c10::intrusive_ptr<c10d::Backend> group, AscentScope scope) {
+  process_group_ = std::move(group);
+  ascent_scope_ = scope;
+  if (!process_group_) return;
+  // Every rank starts from rank 0's parameters and parameter-set buffers.
+  std::vector<Tensor> tensors = managed_parameters(false).params;
+  const auto sets = sets_->tensors();
+  tensors.insert(tensors.end(), sets.begin(), sets.end());
+  detail::broadcast(*process_group_, method_.name(), tensors);
+}
+
+bool SharpnessAware::prepare_ascent_gradient() {
+  auto grads = managed_parameters(true).grads;
+  if (process_group_ && ascent_scope_ == AscentScope::kGlobal) {
+    detail::all_reduce_mean(*process_group_, method_.name(), grads);
+  }
+  if (!scaler_) return true;
+  bool found_inf = scaler_->unscale(grads);
+  if (process_group_ && ascent_scope_ == AscentScope::kPerRank) {
+    // Each rank checked its own gradient; all must agree to skip.
+    const auto device = grads.empty() ? torch::Device(torch::kCPU) : grads[0].device();
+    Tensor flag = torch::tensor({found_inf ? 1.0 : 0.0}, torch::TensorOptions(torch::kFloat64).device(device));
+    detail::all_reduce_sum(*process_group_, method_.name(), "inf/NaN all-reduce", flag);
+    found_inf = flag.item<double>() > 0;
+  }
+  return !found_inf;
+}
+
+bool SharpnessAware::prepare_descent_gradient() {
+  auto grads = managed_parameters(true).grads;
+  if (process_group_) detail::all_reduce_mean(*process_group_, method_.name(), grads);
+  if (scaler_ && scaler_->unscale(grads)) return false;
+  if (max_grad_norm_) {
+    torch::NoGradGuard no_grad;
+    torch::nn::utils::clip_grad_norm_(managed_parameters(true).params, *max_grad_norm_);
+  }
+  return true;
+}
+
+void SharpnessAware::descend(StepReport& report) {
+  if (!prepare_descent_gradient()) {
+    skip_step(report);
+    return;
+  }
+  base_step();
+  last_step_ = report;
+}
+
+void SharpnessAware::skip_step(StepReport& report) {
+  restore();
+  zero_grad();
+  if (scaler_) scaler_->update(/*found_inf=*/true);
+  ++skipped_steps_;
+  report.step_skipped = true;
+  last_step_ = report;
+}
+
+}  // namespace tram
