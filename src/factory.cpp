@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <set>
 #include <sstream>
 
@@ -19,7 +20,8 @@ namespace tram {
 namespace {
 
 const std::vector<std::string> kBases = {"sgd", "adam", "adamw"};
-const std::vector<std::string> kAscents = {"sam", "asam", "fsam", "tram-prev", "tram-pre", "tram-noise", "tram-fisher"};
+const std::vector<std::string> kAscents = {"sam",        "asam",     "fsam",       "tram-prev",
+                                           "tram-pre",   "tram-ema", "tram-noise", "tram-fisher"};
 const std::vector<std::string> kRegularizers = {"trpo", "r3f", "mesa"};
 
 bool contains(const std::vector<std::string>& list, const std::string& item) {
@@ -44,6 +46,13 @@ class OptionReader {
     TORCH_CHECK(value != nullptr, method_, ": option '", key, "' must be a number, got '",
                 std::get<std::string>(it->second), "'");
     return *value;
+  }
+
+  int64_t integer(const std::string& key, int64_t fallback) {
+    const double value = number(key, static_cast<double>(fallback));
+    TORCH_CHECK(std::floor(value) == value && std::abs(value) < 9e15, method_, ": option '", key,
+                "' must be an integer, got ", value);
+    return static_cast<int64_t>(value);
   }
 
   std::optional<double> optional_number(const std::string& key) {
@@ -84,6 +93,7 @@ class OptionReader {
   }
 
   std::vector<std::string> keys() const { return {asked_.begin(), asked_.end()}; }
+  const std::string& method() const { return method_; }
 
  private:
   const OptionMap& options_;
@@ -98,11 +108,28 @@ NoiseOptions read_noise(OptionReader& in, const std::string& prefix, NoiseOption
       .sigma(in.number(prefix + "sigma", noise.sigma()));
 }
 
-ops::Divergence read_divergence(OptionReader& in, ops::Divergence fallback) {
+// divergence= names the trust-region distance: a KL direction, l2 or mmd
+// (whose kernel= is read only with it, and rejected without it).
+TrustRegionOptions read_distance(OptionReader& in, TrustRegionOptions o) {
   const std::vector<std::string> names = {ops::to_string(ops::Divergence::kForward),
                                           ops::to_string(ops::Divergence::kReverse),
-                                          ops::to_string(ops::Divergence::kSymmetric)};
-  return static_cast<ops::Divergence>(in.choice("divergence", names, static_cast<size_t>(fallback)));
+                                          ops::to_string(ops::Divergence::kSymmetric), "l2", "mmd"};
+  const size_t fallback = o.distance() == TrustRegionDistance::kL2    ? 3
+                          : o.distance() == TrustRegionDistance::kMMD ? 4
+                                                                      : static_cast<size_t>(o.divergence());
+  const size_t choice = in.choice("divergence", names, fallback);
+  if (choice < 3) o.distance(TrustRegionDistance::kKL).divergence(static_cast<ops::Divergence>(choice));
+  if (choice == 3) o.distance(TrustRegionDistance::kL2);
+  if (choice == 4) o.distance(TrustRegionDistance::kMMD);
+  const std::vector<std::string> kernels = {"imq2", "imq", "imq3", "rbf"};
+  const size_t not_given = kernels.size();
+  const size_t kernel = in.choice("kernel", kernels, not_given);
+  if (kernel != not_given) {
+    TORCH_CHECK(o.distance() == TrustRegionDistance::kMMD, in.method(), ": option 'kernel' applies to divergence=mmd "
+                "only; add divergence=mmd or drop kernel=");
+    o.kernel(static_cast<MMDKernel>(kernel));
+  }
+  return o;
 }
 
 ops::Reduction read_reduction(OptionReader& in, ops::Reduction fallback) {
@@ -117,9 +144,11 @@ ops::Reduction read_reduction(OptionReader& in, ops::Reduction fallback) {
 // The trust region's keys; the noise keys only where the target is noised
 // inputs (TRAM-ε, TRAM-Fisher).
 TrustRegionOptions read_trust_region(OptionReader& in, TrustRegionOptions o) {
-  o.divergence(read_divergence(in, o.divergence())).reduction(read_reduction(in, o.reduction()));
+  o = read_distance(in, o);
+  o.reduction(read_reduction(in, o.reduction()));
   o.scale(in.number("scale", o.scale())).max_radius(in.optional_number("max_radius"));
   if (o.target() == Target::kNoise) o.noise(read_noise(in, "", o.noise()));
+  if (o.target() == Target::kHistory) o.target_decay(in.number("target_decay", o.target_decay()));
   return o;
 }
 
@@ -160,7 +189,10 @@ std::pair<MethodConfig, GroupOptions> read_ascent(OptionReader& in, const std::s
   }
   TRAMOptions o;
   auto region = o.trust_region();
-  region.target(name == "tram-prev" ? Target::kPrevious : name == "tram-pre" ? Target::kPretrained : Target::kNoise);
+  region.target(name == "tram-prev"  ? Target::kPrevious
+                : name == "tram-pre" ? Target::kPretrained
+                : name == "tram-ema" ? Target::kHistory
+                                     : Target::kNoise);
   o.trust_region(read_trust_region(in, region));
   o.eta(in.number("eta", o.eta())).adaptive(in.flag("adaptive", o.adaptive()));
   o.formula(in.choice("formula", {"paper", "released"}, 0) == 0 ? AscentFormula::kPaper : AscentFormula::kReleased);
@@ -187,6 +219,7 @@ std::pair<MethodConfig, GroupOptions> read_method(OptionReader& in, const std::s
   }
   if (contains(kRegularizers, head)) return compose(read_regularizer(in, head));
   auto composed = read_ascent(in, head);
+  composed.first.interval(in.integer("interval", composed.first.interval()));
   if (!tail.empty()) composed = with_regularizer(std::move(composed), read_regularizer(in, tail));
   return composed;
 }

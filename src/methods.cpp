@@ -16,6 +16,7 @@ const char* tram_name(Target target) {
   switch (target) {
     case Target::kPrevious: return "TRAM-θt-1";
     case Target::kPretrained: return "TRAM-θ0";
+    case Target::kHistory: return "TRAM-EMA";
     case Target::kNoise: return "TRAM-ε";
   }
   return "TRAM";
@@ -25,15 +26,24 @@ std::shared_ptr<const policy::Target> target_of(const TrustRegionOptions& o) {
   switch (o.target()) {
     case Target::kPrevious: return policy::previous_target();
     case Target::kPretrained: return policy::pretrained_target();
+    case Target::kHistory: return policy::history_target(o.target_decay());
     case Target::kNoise: return policy::noise_target(o.noise());
   }
   TORCH_CHECK(false, "TRAM: unknown trust-region target ", static_cast<int>(o.target()));
 }
 
+std::shared_ptr<const policy::Distance> distance_of(const TrustRegionOptions& o) {
+  switch (o.distance()) {
+    case TrustRegionDistance::kKL: return policy::kl_distance(o.divergence(), o.reduction());
+    case TrustRegionDistance::kL2: return policy::l2_distance(o.reduction());
+    case TrustRegionDistance::kMMD: return policy::mmd_distance(o.kernel(), o.reduction());
+  }
+  TORCH_CHECK(false, "TRAM: unknown trust-region distance ", static_cast<int>(o.distance()));
+}
+
 std::shared_ptr<const policy::Radius> trust_region_radius(std::shared_ptr<const policy::Target> target,
                                                           const TrustRegionOptions& o) {
-  return policy::trust_region_radius(
-      {std::move(target), policy::kl_distance(o.divergence(), o.reduction()), o.scale(), o.max_radius()});
+  return policy::trust_region_radius({std::move(target), distance_of(o), o.scale(), o.max_radius()});
 }
 
 std::shared_ptr<const policy::Direction> tram_direction(const TRAMOptions& o) {

@@ -18,6 +18,7 @@
 #include <c10/util/ScopeExit.h>
 #include <torch/csrc/distributed/c10d/Backend.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <utility>
@@ -142,10 +143,12 @@ void SharpnessAware::sync_groups() {
   }
 }
 
-SharpnessAware::Managed SharpnessAware::managed_parameters(bool with_grad_only) const {
+SharpnessAware::Managed SharpnessAware::managed_parameters(bool with_grad_only, bool perturbed_groups_only) const {
   Managed managed;
   size_t index = 0;
   for (size_t g = 0; g < param_groups_.size(); ++g) {
+    const bool skip_group =
+        perturbed_groups_only && !static_cast<const GroupOptions&>(param_groups_[g].options()).perturb();
     for (const auto& p : param_groups_[g].params()) {
       const Tensor& grad = p.grad();
       if (grad.defined()) {
@@ -154,7 +157,7 @@ SharpnessAware::Managed SharpnessAware::managed_parameters(bool with_grad_only) 
         TORCH_CHECK(!grad.is_complex() && !p.is_complex(), method_.name(),
                     ": complex parameters are not supported (parameter ", index, " in group ", g, ")");
       }
-      if (!with_grad_only || grad.defined()) {
+      if ((!with_grad_only || grad.defined()) && !skip_group) {
         managed.params.push_back(p);
         managed.grads.push_back(grad);
         managed.index.push_back(index);
@@ -169,9 +172,10 @@ SharpnessAware::Managed SharpnessAware::managed_parameters(bool with_grad_only) 
 void SharpnessAware::ascend(const std::vector<double>& radii, StepReport& report) {
   torch::NoGradGuard no_grad;
   report.radius = radii;
-  Managed m = managed_parameters(/*with_grad_only=*/true);
-  const policy::Direction& direction = *method_.direction();
   const auto groups = group_option_list();
+  // SAM-ON: groups with perturb = false are neither perturbed nor in the norm.
+  Managed m = managed_parameters(/*with_grad_only=*/true, /*perturbed_groups_only=*/true);
+  const policy::Direction& direction = *method_.direction();
   ops::AscentSpec spec;
   spec.scaling = direction.scaling();
   for (size_t i = 0; i < m.params.size(); ++i) spec.eta.push_back(direction.offset(*groups[m.group[i]]));
@@ -186,12 +190,13 @@ void SharpnessAware::ascend(const std::vector<double>& radii, StepReport& report
   }
   const double divisor = direction.norm_divisor(squared, method_.eps_norm());
   for (size_t i = 0; i < m.params.size(); ++i) spec.coef.push_back(radii[m.group[i]] / divisor);
-  sets_->perturb(m.params, m.grads, m.index, managed_parameters(false).params.size(), spec);
+  report.perturbation_norm = sets_->perturb(m.params, m.grads, m.index, managed_parameters(false).params.size(), spec);
 }
 
 void SharpnessAware::restore() { sets_->restore(); }
 
 void SharpnessAware::base_step() {
+  sets_->before_base_step(managed_parameters(false).params);
   base_->step();
   sets_->after_base_step(managed_parameters(false).params);
   if (scaler_) scaler_->update(/*found_inf=*/false);
@@ -220,7 +225,7 @@ Tensor SharpnessAware::step(LossClosure closure) {
   StepReport report;
   if (loss.defined() && loss.numel() == 1) report.loss = loss.detach().item<double>();
   report.passes = 1;
-  if (method_.has_ascent()) {
+  if (method_.ascends_at(step_count_)) {
     if (!prepare_ascent_gradient()) {
       skip_step(report);
       return loss;
@@ -230,7 +235,11 @@ Tensor SharpnessAware::step(LossClosure closure) {
       auto put_back = c10::make_scope_exit([this] { restore(); });
       torch::AutoGradMode enable_grad(true);
       detail::drop_autocast_cache();
-      closure();
+      const Tensor perturbed_loss = closure();
+      if (perturbed_loss.defined() && perturbed_loss.numel() == 1) {
+        report.perturbed_loss = perturbed_loss.detach().item<double>();
+        report.sharpness = report.perturbed_loss - report.loss;
+      }
     }
     report.passes = 2;
   }
@@ -244,6 +253,8 @@ void SharpnessAware::first_step(std::optional<double> trust_region_distance) {
   TORCH_CHECK(!perturbed(), n, ": first_step() called twice without second_step(); call second_step() or restore()");
   TORCH_CHECK(!method_.regularizer() && !method_.first_pass_noise(), n,
               ": first_step()/second_step() cannot run the extra passes of this method; use step(ForwardClosure)");
+  TORCH_CHECK(method_.interval() == 1, n, ": with interval ", method_.interval(),
+              " most steps take one pass, which the two-call API cannot express; use step()");
   sync_groups();
   validate();
   StepReport report;
@@ -302,16 +313,19 @@ StepReport SharpnessAware::step(const ForwardClosure& forward) {
     passes.put_back_statistics();
   });
 
-  run_reference_passes(passes);
-  const std::vector<PassOutput> first = run_first_pass(passes, report);
-  if (method_.has_ascent()) {
+  // With interval > 1, the other steps are one pass of the method's loss and
+  // the base step: no trust-region target, no ascent.
+  const bool ascending = method_.ascends_at(step_count_);
+  run_reference_passes(passes, ascending);
+  const std::vector<PassOutput> first = run_first_pass(passes, ascending, report);
+  if (ascending) {
     if (!prepare_ascent_gradient()) {
       on_exit.release();
       skip_step(report);
       return report;
     }
     ascend(measure_radii(passes, first, report), report);
-    run_second_pass(passes);
+    run_second_pass(passes, report);
   } else {
     report.radius.assign(param_groups_.size(), 0.0);
   }
@@ -325,28 +339,35 @@ StepReport SharpnessAware::step(const ForwardClosure& forward) {
 
 // 1. Target passes under no-grad, before pass 1 (the regularizers need them in
 //    its loss): one per parameter set and micro-batch, w put back exactly by
-//    the parameter sets' owner; then the target's own (noised inputs).
-void SharpnessAware::run_reference_passes(detail::StepPasses& passes) {
+//    the parameter sets' owner; then the target's own (noised inputs). A step
+//    without ascent runs only the regularizer's.
+void SharpnessAware::run_reference_passes(detail::StepPasses& passes, bool ascending) {
   const std::vector<Tensor> all = managed_parameters(false).params;
+  std::vector<std::string> needed;
+  if (method_.regularizer()) {
+    for (const auto& set : method_.regularizer()->parameter_sets()) needed.push_back(set->name());
+  }
   for (size_t s = 0; s < sets_->size(); ++s) {
+    if (!ascending && std::find(needed.begin(), needed.end(), sets_->name(s)) == needed.end()) continue;
     std::vector<Tensor> logits;
     sets_->evaluate_at(s, all, [&] {
       for (int64_t i = 0; i < micro_batches_; ++i) logits.push_back(passes.run(PassKind::kTarget, {}, i).logits);
     });
     passes.keep_logits_at(sets_->name(s), std::move(logits));
   }
-  if (const auto* region = method_.trust_region()) region->target->before_first_pass(passes);
+  if (const auto* region = method_.trust_region(); region && ascending) region->target->before_first_pass(passes);
 }
 
-// 2. Pass 1 at w, on clean inputs (noised ones for TRAM-Fisher), over the
-//    micro-batches; the logits are kept (detached) for the distance.
-std::vector<PassOutput> SharpnessAware::run_first_pass(detail::StepPasses& passes, StepReport& report) {
+// 2. Pass 1 at w, on clean inputs (noised ones for TRAM-Fisher's ascent), over
+//    the micro-batches; the logits are kept (detached) for the distance.
+std::vector<PassOutput> SharpnessAware::run_first_pass(detail::StepPasses& passes, bool ascending,
+                                                       StepReport& report) {
   const int64_t k = micro_batches_;
   std::vector<PassOutput> first(k);
   zero_grad();
   double loss_sum = 0, regularizer_sum = 0;
   for (int64_t i = 0; i < k; ++i) {
-    first[i] = passes.run_first(method_.first_pass_noise(), i);
+    first[i] = passes.run_first(ascending ? method_.first_pass_noise() : std::nullopt, i);
     auto [loss, r] = regularized(passes, first[i], i, /*perturbed=*/false);
     passes.backward(loss, scaler_.get());
     loss_sum += first[i].loss.detach().item<double>();
@@ -379,12 +400,16 @@ std::vector<double> SharpnessAware::measure_radii(detail::StepPasses& passes, co
 }
 
 // 4. Pass 2 at w + e on clean inputs, accumulating the descent gradient.
-void SharpnessAware::run_second_pass(detail::StepPasses& passes) {
+void SharpnessAware::run_second_pass(detail::StepPasses& passes, StepReport& report) {
   zero_grad();
+  double loss_sum = 0;
   for (int64_t i = 0; i < micro_batches_; ++i) {
     const PassOutput second = passes.run(PassKind::kPerturbed, {}, i);
     passes.backward(regularized(passes, second, i, /*perturbed=*/true).first, scaler_.get());
+    loss_sum += second.loss.detach().item<double>();
   }
+  report.perturbed_loss = loss_sum / static_cast<double>(micro_batches_);
+  report.sharpness = report.perturbed_loss - report.loss;
 }
 
 std::pair<Tensor, Tensor> SharpnessAware::regularized(detail::StepPasses& passes, const PassOutput& out,

@@ -35,12 +35,16 @@ void GroupOptions::serialize(torch::serialize::OutputArchive& archive) const {
   _TORCH_OPTIM_SERIALIZE_TORCH_ARG(rho);
   _TORCH_OPTIM_SERIALIZE_TORCH_ARG(eta);
   _TORCH_OPTIM_SERIALIZE_TORCH_ARG(fisher_eta);
+  _TORCH_OPTIM_SERIALIZE_TORCH_ARG(perturb);
 }
 
 void GroupOptions::serialize(torch::serialize::InputArchive& archive) {
   _TORCH_OPTIM_DESERIALIZE_TORCH_ARG(double, rho);
   _TORCH_OPTIM_DESERIALIZE_TORCH_ARG(double, eta);
   _TORCH_OPTIM_DESERIALIZE_TORCH_ARG(double, fisher_eta);
+  // Archives written before SAM-ON have no "perturb": every group was perturbed.
+  c10::IValue perturb;
+  perturb_ = !archive.try_read("perturb", perturb) || perturb.toBool();
 }
 
 // ---------------------------------------------------------------------------
@@ -78,6 +82,8 @@ void MethodConfig::validate() const {
   const auto& n = name_;
   TORCH_CHECK(eps_norm_ > 0 && std::isfinite(eps_norm_), n, ": invalid eps_norm: ", eps_norm_,
               " (must be a positive number, default 1e-12)");
+  TORCH_CHECK(interval_ >= 1, n, ": invalid interval: ", interval_,
+              " (must be an integer >= 1: the ascent runs every interval-th step)");
   TORCH_CHECK(radius_ != nullptr, n, ": no radius policy; use tram::policy::fixed_radius() for each group's rho");
   if (const auto* region = trust_region()) {
     TORCH_CHECK(direction_ != nullptr, n, ": a trust-region radius needs an ascent");

@@ -124,11 +124,20 @@ void SharpnessAware::load(torch::serialize::InputArchive& archive) {
     const int64_t groups = read_int(*state, "tram/groups");
     TORCH_CHECK(groups >= 0 && static_cast<size_t>(groups) == param_groups_.size(), "the checkpoint has ", groups,
                 " parameter groups, this optimizer ", param_groups_.size());
-    std::vector<std::array<double, 3>> options;  // rho, eta, fisher_eta per group
+    std::vector<GroupOptions> options;
     for (size_t i = 0; i < param_groups_.size(); ++i) {
       torch::serialize::InputArchive group;
       read_entry(*state, "tram/group/" + std::to_string(i), group);
-      options.push_back({read_double(group, "rho"), read_double(group, "eta"), read_double(group, "fisher_eta")});
+      GroupOptions read;
+      read.rho(read_double(group, "rho")).eta(read_double(group, "eta")).fisher_eta(read_double(group, "fisher_eta"));
+      // Checkpoints written before SAM-ON have no "perturb": every group was perturbed.
+      c10::IValue perturb;
+      if (group.try_read("perturb", perturb)) {
+        TORCH_CHECK(perturb.isBool(), "entry 'perturb' of group ", i, " is a ", perturb.tagKind(),
+                    ", expected a boolean (damaged archive?)");
+        read.perturb(perturb.toBool());
+      }
+      options.push_back(read);
     }
     const auto sets = sets_->read(*state);
     const int64_t step_count = read_int(*state, "tram/step_count");
@@ -145,7 +154,8 @@ void SharpnessAware::load(torch::serialize::InputArchive& archive) {
     base_->load(base);
     if (scaler_) scaler_->load(scaler);
     for (size_t i = 0; i < param_groups_.size(); ++i) {
-      group_options(i).rho(options[i][0]).eta(options[i][1]).fisher_eta(options[i][2]);
+      group_options(i).rho(options[i].rho()).eta(options[i].eta()).fisher_eta(options[i].fisher_eta())
+          .perturb(options[i].perturb());
     }
     sets_->commit(sets);
     step_count_ = step_count;

@@ -375,6 +375,9 @@ ordered_json run(const Case& c, const std::string& case_path) {
     record["radius"] = report.radius;
     record["ascent_norm"] = report.ascent_norm;
     record["ascent_skipped"] = report.ascent_skipped;
+    record["perturbation_norm"] = report.perturbation_norm;
+    record["perturbed_loss"] = report.perturbed_loss;
+    record["sharpness"] = report.sharpness;
     record["passes"] = report.passes;
     ordered_json params = ordered_json::object();
     for (const auto& item : model->named_parameters()) params[item.key()] = nested(item.value());

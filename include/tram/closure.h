@@ -79,6 +79,11 @@ struct StepReport {
   double regularizer = 0.0;       // R of pass 1 (0 without a regularizer)
   double distance = 0.0;          // trust-region distance d (0 without one)
   double ascent_norm = 0.0;       // ||T g|| (or sqrt(sum g^2/f) for Fisher)
+  double perturbation_norm = 0.0; // ||e||, the length of the perturbation applied (0 without ascent)
+  // The task loss of pass 2 at w + e (0 without ascent), and GSAM's surrogate
+  // gap sharpness = perturbed_loss - loss (docs/ALGORITHMS.md §1).
+  double perturbed_loss = 0.0;
+  double sharpness = 0.0;
   std::vector<double> radius;     // ascent radius of each group
   bool ascent_skipped = false;    // non-finite gradient norm: no ascent this step
   bool step_skipped = false;      // loss scaling found inf/NaN: no base step this step

@@ -33,9 +33,15 @@ struct MethodConfig {
   TORCH_ARG(std::optional<NoiseOptions>, first_pass_noise) = std::nullopt;
   // Guards every division by a norm.
   TORCH_ARG(double, eps_norm) = 1e-12;
+  // The sharpness-aware step (targets, ascent, pass 2) runs on the steps
+  // t = 0, interval, 2 interval, ...; the others are one pass of the method's
+  // loss (regularizer included) and a base step (docs/ALGORITHMS.md §1).
+  TORCH_ARG(int64_t, interval) = 1;
 
  public:
   bool has_ascent() const { return direction_ != nullptr; }
+  // Whether step `t` (counted from 0) runs the ascent.
+  bool ascends_at(int64_t t) const { return has_ascent() && t % interval_ == 0; }
   // The trust region the radius is measured in, or null.
   const policy::TrustRegion* trust_region() const { return radius_ ? radius_->trust_region() : nullptr; }
   // True when step() needs the model's logits (ForwardClosure).

@@ -131,17 +131,18 @@ class SharpnessAware : public torch::optim::Optimizer {
 
  private:
   struct Managed;  // the parameters of one step, with their per-tensor options
-  Managed managed_parameters(bool with_grad_only) const;
+  // perturbed_groups_only: leave out the groups with perturb = false (SAM-ON).
+  Managed managed_parameters(bool with_grad_only, bool perturbed_groups_only = false) const;
   std::vector<const GroupOptions*> group_option_list() const;
   void sync_groups();
   void validate() const;
 
   // The phases of step(ForwardClosure), in order.
-  void run_reference_passes(detail::StepPasses& passes);
-  std::vector<PassOutput> run_first_pass(detail::StepPasses& passes, StepReport& report);
+  void run_reference_passes(detail::StepPasses& passes, bool ascending);
+  std::vector<PassOutput> run_first_pass(detail::StepPasses& passes, bool ascending, StepReport& report);
   std::vector<double> measure_radii(detail::StepPasses& passes, const std::vector<PassOutput>& first,
                                     StepReport& report);
-  void run_second_pass(detail::StepPasses& passes);
+  void run_second_pass(detail::StepPasses& passes, StepReport& report);
   // The loss of a pass with the method's regularizer added, and the penalty R
   // (undefined without a regularizer).
   std::pair<torch::Tensor, torch::Tensor> regularized(detail::StepPasses& passes, const PassOutput& out,

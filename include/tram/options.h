@@ -30,6 +30,9 @@ class GroupOptions : public torch::optim::OptimizerCloneableOptions<GroupOptions
   TORCH_ARG(double, eta) = 0.01;
   // Fisher damping eta_f, f = 1 + eta_f * g^2 (FSAM, TRAM-Fisher).
   TORCH_ARG(double, fisher_eta) = 0.1;
+  // SAM-ON (Mueller et al. 2023): false keeps the group out of the ascent —
+  // neither perturbed nor in any ascent norm; the base still steps it.
+  TORCH_ARG(bool, perturb) = true;
 
  public:
   double get_lr() const override;
@@ -68,8 +71,26 @@ enum class RadiusSource {
 enum class Target {
   kPrevious,    // TRAM-θt-1: the model at the previous step's parameters
   kPretrained,  // TRAM-θ0: the model at the parameters it had at construction
+  kHistory,     // TRAM-EMA: the model at an EMA of the parameters (target_decay)
   kNoise,       // TRAM-ε (and TRAM-Fisher's trust-region radius): the current
                 // model on noised input embeddings
+};
+
+// How the trust-region distance d compares the two predictions
+// (docs/ALGORITHMS.md §5; the L2 and MMD ablations of the paper's Table 14).
+enum class TrustRegionDistance {
+  kKL,   // a KL divergence of the predictive distributions (TrustRegionOptions::divergence)
+  kL2,   // mean over rows of ||current logits - target logits||
+  kMMD,  // biased MMD estimate between the rows of the two logit tensors (kernel below)
+};
+
+// The MMD kernel, summed over the bandwidths b in {0.1, 0.2, 0.5, 1, 2, 5, 10}
+// of the squared distance s = ||u - v||^2.
+enum class MMDKernel {
+  kIMQ2,  // (b^2 + s)^(-1/2), the paper's inverse multiquadric (default)
+  kIMQ,   // b / (b + s)
+  kIMQ3,  // b^2 / (b^2 + s)
+  kRBF,   // exp(-s / (2 b))
 };
 
 enum class NoiseDistribution { kNormal, kUniform };
@@ -84,7 +105,11 @@ struct NoiseOptions {
 // TRAM's trust-region radius (docs/ALGORITHMS.md §3-5).
 struct TrustRegionOptions {
   TORCH_ARG(Target, target) = Target::kPrevious;
+  TORCH_ARG(TrustRegionDistance, distance) = TrustRegionDistance::kKL;
+  // The KL's direction (distance kKL).
   TORCH_ARG(ops::Divergence, divergence) = ops::Divergence::kForward;
+  // The MMD's kernel (distance kMMD).
+  TORCH_ARG(MMDKernel, kernel) = MMDKernel::kIMQ2;
   TORCH_ARG(ops::Reduction, reduction) = ops::Reduction::kMean;
   TORCH_ARG(double, scale) = 1.0;
   // Upper bound of the radius; none by default. `max_radius = rho` enforces
@@ -92,6 +117,8 @@ struct TrustRegionOptions {
   TORCH_ARG(std::optional<double>, max_radius) = std::nullopt;
   // Noise of the TRAM-ε target (and of TRAM-Fisher's noisy pass).
   TORCH_ARG(NoiseOptions, noise) = NoiseOptions();
+  // TRAM-EMA's δ in θ̄ <- δ θ̄ + (1 - δ) w: 0 is TRAM-θt-1, 1 is TRAM-θ0.
+  TORCH_ARG(double, target_decay) = 0.99;
 };
 
 // Trust-region loss regularizers (docs/ALGORITHMS.md §7): L = L_task + lambda * R.

@@ -28,12 +28,15 @@ std::shared_ptr<const Radius> trust_region_radius(TrustRegion region);
 std::shared_ptr<const ParameterSet> previous_parameters();    // θt-1
 std::shared_ptr<const ParameterSet> pretrained_parameters();  // θ0
 std::shared_ptr<const ParameterSet> ema_parameters(double decay);  // EMA after every base step
+// θ̄ <- decay θ̄ + (1 - decay) w before every base step (TRAM-EMA).
+std::shared_ptr<const ParameterSet> history_parameters(double decay);
 
 // Trust-region targets (docs/ALGORITHMS.md §4, §6).
 // The model at a parameter set: its no-grad passes run before pass 1.
 std::shared_ptr<const Target> parameter_set_target(std::shared_ptr<const ParameterSet> set);
 std::shared_ptr<const Target> previous_target();    // TRAM-θt-1
 std::shared_ptr<const Target> pretrained_target();  // TRAM-θ0
+std::shared_ptr<const Target> history_target(double decay);  // TRAM-EMA
 std::shared_ptr<const Target> noise_target(NoiseOptions noise);  // TRAM-ε: D(p(emb + z) || p)
 // TRAM-Fisher's: pass 1 ran on noised embeddings; D(p(emb + z) || p(emb)),
 // the clean side from one extra no-grad pass.
@@ -41,6 +44,12 @@ std::shared_ptr<const Target> clean_target();
 
 // Distances (docs/ALGORITHMS.md §5).
 std::shared_ptr<const Distance> kl_distance(ops::Divergence divergence, ops::Reduction reduction);
+// mean (or sum) over valid rows of ||current - target|| on the logits;
+// legacy divides the mean by the batch size once more.
+std::shared_ptr<const Distance> l2_distance(ops::Reduction reduction);
+// The biased MMD estimate with the rows as samples, O(rows^2 * classes);
+// reduction mean or legacy (divided by the batch size once more).
+std::shared_ptr<const Distance> mmd_distance(MMDKernel kernel, ops::Reduction reduction);
 
 // Regularizers (docs/ALGORITHMS.md §7).
 std::shared_ptr<const Regularizer> trpo_regularizer(double lambda);

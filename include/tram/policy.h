@@ -65,6 +65,12 @@ class ParameterSet {
   // therefore, at the next step, the previous step's parameters. Such a set
   // needs no update of its own and is evaluated before any other set.
   virtual bool tracks_previous_step() const { return false; }
+  // Called after the restore, just before every base step, with the
+  // parameters the base is about to step from (TRAM-EMA's target).
+  virtual void before_base_step(torch::TensorList set, torch::TensorList params) const {
+    (void)set;
+    (void)params;
+  }
   // Called after every base step with the new parameters (MESA's EMA).
   virtual void after_base_step(torch::TensorList set, torch::TensorList params) const {
     (void)set;

@@ -12,5 +12,7 @@
 #include <tram/ops.h>
 #include <tram/optimizer.h>
 #include <tram/options.h>
+#include <tram/parameter_groups.h>
 #include <tram/policies.h>
 #include <tram/policy.h>
+#include <tram/schedules.h>

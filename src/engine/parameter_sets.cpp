@@ -5,6 +5,7 @@
 #include <torch/autograd.h>
 
 #include <algorithm>
+#include <cmath>
 
 namespace tram::detail {
 
@@ -44,6 +45,7 @@ void ParameterSets::evaluate_at(size_t index, const std::vector<Tensor>& params,
     ops::copy(params, set.tensors);
     swapped_params_.clear();
     swapped_set_ = nullptr;
+    set.holds_current = true;
     set_anchor(params, set.tensors);
     return;
   }
@@ -58,8 +60,19 @@ void ParameterSets::evaluate_at(size_t index, const std::vector<Tensor>& params,
   ops::copy(params, anchor_);
 }
 
-void ParameterSets::perturb(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
-                            const std::vector<size_t>& index, size_t total, const ops::AscentSpec& spec) {
+namespace {
+// ||w + e - w|| over all tensors, accumulated in fp64.
+double applied_norm(const std::vector<Tensor>& perturbed, const std::vector<Tensor>& sources) {
+  if (perturbed.empty()) return 0.0;
+  const auto norms = torch::_foreach_norm(torch::_foreach_sub(perturbed, sources));
+  double squared = 0.0;
+  for (const auto& n : norms) squared += std::pow(n.item<double>(), 2);
+  return std::sqrt(squared);
+}
+}  // namespace
+
+double ParameterSets::perturb(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                              const std::vector<size_t>& index, size_t total, const ops::AscentSpec& spec) {
   torch::NoGradGuard no_grad;
   if (anchor_active_) {
     // An exact copy of w already exists (θt-1's buffer after the swap, or the
@@ -67,7 +80,7 @@ void ParameterSets::perturb(const std::vector<Tensor>& params, const std::vector
     std::vector<Tensor> sources;
     for (size_t k : index) sources.push_back(anchor_[k]);
     ops::ascend_from(params, sources, grads, spec);
-    return;
+    return applied_norm(params, sources);
   }
   std::vector<Tensor> anchor_params(total), anchor(total), backups;
   for (size_t i = 0; i < params.size(); ++i) {
@@ -77,6 +90,7 @@ void ParameterSets::perturb(const std::vector<Tensor>& params, const std::vector
   }
   ops::ascend_with_backup(params, grads, backups, spec);
   set_anchor(std::move(anchor_params), std::move(anchor));
+  return applied_norm(params, backups);
 }
 
 // The restore buffer of managed parameter k, allocated once and reused.
@@ -115,6 +129,19 @@ void ParameterSets::restore() {
   anchor_active_ = false;
   anchor_.clear();
   anchor_params_.clear();
+}
+
+void ParameterSets::before_base_step(const std::vector<Tensor>& params) {
+  torch::NoGradGuard no_grad;
+  for (auto& set : sets_) {
+    if (set.policy->tracks_previous_step()) {
+      // A step that did not evaluate θt-1 (interval) must still leave it at
+      // the parameters the base steps from: next step's θt-1.
+      if (!set.holds_current) ops::copy(set.tensors, params);
+      set.holds_current = false;
+    }
+    set.policy->before_base_step(set.tensors, params);
+  }
 }
 
 void ParameterSets::after_base_step(const std::vector<Tensor>& params) {

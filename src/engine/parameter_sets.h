@@ -37,15 +37,17 @@ class ParameterSets {
 
   // w <- w + e for the parameters with a gradient (`index`: their positions
   // among the `total` managed parameters), keeping the exact copy of w: from
-  // the anchor when one exists, else into the reused backup buffer.
-  void perturb(const std::vector<torch::Tensor>& params, const std::vector<torch::Tensor>& grads,
+  // the anchor when one exists, else into the reused backup buffer. Returns
+  // ||e||, measured as applied (w + e minus the exact copy of w).
+  double perturb(const std::vector<torch::Tensor>& params, const std::vector<torch::Tensor>& grads,
                const std::vector<size_t>& index, size_t total, const ops::AscentSpec& spec);
 
   // Puts w back if it is perturbed or holds another set (idempotent).
   void restore();
   bool anchored() const { return anchor_active_; }
 
-  // The sets' own updates after every base step.
+  // The sets' own updates just before and after every base step.
+  void before_base_step(const std::vector<torch::Tensor>& params);
   void after_base_step(const std::vector<torch::Tensor>& params);
 
   // The backup buffer no longer matches the parameters (they changed).
@@ -66,6 +68,8 @@ class ParameterSets {
     std::string name;
     std::shared_ptr<const policy::ParameterSet> policy;
     std::vector<torch::Tensor> tensors;
+    // θt-1 only: evaluated since the last base step (so it holds w already).
+    bool holds_current = false;
   };
   torch::Tensor backup_for(size_t index, const torch::Tensor& param);
   void set_anchor(std::vector<torch::Tensor> params, std::vector<torch::Tensor> copies);

@@ -88,9 +88,15 @@ def compare_traces(tram, ref, tolerance, scale=1.0):
         # radius = scale * d: its error is d's, times the scale.
         radius = diff(t["radius"], r["radius"]) / max(1.0, scale)
         d = diff(t["d"], r["d"])
-        worst_other = max(worst_other, norm, radius, d)
+        e_norm = diff(t["perturbation_norm"], r["perturbation_norm"])
+        perturbed_loss = diff(t["perturbed_loss"], r["perturbed_loss"])
+        sharpness = diff(t["sharpness"], r["sharpness"])
+        worst_other = max(worst_other, norm, radius, d, e_norm, perturbed_loss, sharpness)
         for name, value, size in (("ascent_norm (relative)", norm, t["ascent_norm"]),
-                                  ("radius (/ scale)", radius, t["radius"]), ("d", d, t["d"])):
+                                  ("radius (/ scale)", radius, t["radius"]), ("d", d, t["d"]),
+                                  ("perturbation_norm", e_norm, t["perturbation_norm"]),
+                                  ("perturbed_loss", perturbed_loss, t["perturbed_loss"]),
+                                  ("sharpness", sharpness, t["sharpness"])):
             if not value <= tolerance:
                 raise Mismatch(f"step {step}: {name} {size!r} vs reference (|diff| {value:.3e})")
         if sorted(t["params"]) != sorted(r["params"]):

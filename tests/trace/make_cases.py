@@ -129,6 +129,45 @@ CASES = {
     "tram-pre_symmetric_adam_tanh": case(
         "TRAM-θ0 with the symmetric KL, on Adam.", 34, "tram-pre", ADAM,
         {"scale": 20.0, "divergence": "symmetric"}, steps=5, **TANH),
+    # --- the paper's ablations: TRAM-EMA, L2 and MMD distances; interval --------
+    "tram-ema_tanh": case(
+        "TRAM-EMA, target_decay 0.5: θ̄ follows the parameters before every base step.", 51, "tram-ema",
+        SGD_MOMENTUM, {"scale": 50.0, "target_decay": 0.5}, steps=5, **TANH),
+    "tram-ema_decay0_tanh": case(
+        "TRAM-EMA with target_decay 0 is TRAM-θt-1 bit for bit (same model and data as tram-prev_tanh).", 31,
+        "tram-ema", SGD_MOMENTUM, {"scale": 50.0, "eta": 0.01, "target_decay": 0.0}, steps=5,
+        checks={"same_params_as": "tram-prev_tanh"}, **TANH),
+    "tram-ema_decay1_symmetric_adam_tanh": case(
+        "TRAM-EMA with target_decay 1 is TRAM-θ0 bit for bit (as tram-pre_symmetric_adam_tanh).", 34,
+        "tram-ema", ADAM, {"scale": 20.0, "divergence": "symmetric", "target_decay": 1.0}, steps=5,
+        checks={"same_params_as": "tram-pre_symmetric_adam_tanh"}, **TANH),
+    "tram-prev_l2_tanh": case(
+        "TRAM-θt-1 with the L2 distance of the logits.", 52, "tram-prev", SGD_MOMENTUM,
+        {"scale": 0.5, "divergence": "l2"}, steps=5, **TANH),
+    "tram-noise_l2_legacy_relu": case(
+        "TRAM-ε with the L2 distance and the legacy reduction (/ batch size once more).", 53, "tram-noise",
+        SGD_MOMENTUM, {"scale": 5.0, "divergence": "l2", "reduction": "legacy"}, noise=0.3, **RELU),
+    "tram-pre_mmd_adam_relu": case(
+        "TRAM-θ0 with the MMD distance (inverse multiquadric kernel, the default).", 54, "tram-pre", ADAM,
+        {"scale": 5.0, "divergence": "mmd"}, steps=5, **RELU),
+    "tram-noise_mmd_rbf_legacy_tanh": case(
+        "TRAM-ε with the MMD distance, RBF kernel, legacy reduction.", 55, "tram-noise", SGD_MOMENTUM,
+        {"scale": 50.0, "divergence": "mmd", "kernel": "rbf", "reduction": "legacy"}, noise=0.3, **TANH),
+    "tram-prev_mmd_imq_tanh": case(
+        "TRAM-θt-1 with the MMD distance and the imq kernel.", 56, "tram-prev", SGD_MOMENTUM,
+        {"scale": 20.0, "divergence": "mmd", "kernel": "imq"}, steps=5, **TANH),
+    "tram-pre_mmd_imq3_relu": case(
+        "TRAM-θ0 with the MMD distance and the imq3 kernel.", 57, "tram-pre", SGD_MOMENTUM,
+        {"scale": 20.0, "divergence": "mmd", "kernel": "imq3"}, steps=5, **RELU),
+    "sam_interval3_tanh": case(
+        "SAM with interval 3: the ascent at steps 0 and 3, one pass and the base step otherwise.", 58, "sam",
+        SGD_MOMENTUM, {"rho": 0.1, "interval": 3}, steps=5, **TANH),
+    "tram-prev+trpo_interval2_relu": case(
+        "TRAM-θt-1 + TRPO with interval 2: off-steps keep the regularizer (and θt-1 still follows).", 59,
+        "tram-prev+trpo", SGD_MOMENTUM, {"scale": 20.0, "lambda": 0.5, "interval": 2}, steps=5, **RELU),
+    "tram-fisher_interval2_tanh": case(
+        "TRAM-Fisher with interval 2: off-steps are one clean pass.", 60, "tram-fisher", SGD_MOMENTUM,
+        {"gamma": 0.1, "interval": 2}, noise=0.1, steps=5, **TANH),
     "tram-noise_tanh": case(
         "TRAM-ε: d from the model on x + noise (noise given per batch).", 35, "tram-noise", SGD_MOMENTUM,
         {"scale": 20.0}, noise=0.3, **TANH),

@@ -35,14 +35,15 @@ import torch
 import torch.nn.functional as F
 
 BASES = ("sgd", "adam", "adamw")
-ASCENTS = ("sam", "asam", "fsam", "tram-prev", "tram-pre", "tram-noise", "tram-fisher")
+ASCENTS = ("sam", "asam", "fsam", "tram-prev", "tram-pre", "tram-ema", "tram-noise", "tram-fisher")
 REGULARIZERS = ("trpo", "r3f", "mesa")
 
 # Defaults (docs/ALGORITHMS.md §10; the factory's when an option is not
 # given). Options that only shape the random noise are accepted and unused
 # (see above).
 NOISE_KEYS = {"sigma": 1e-2, "noise": "normal"}
-TRUST_REGION_KEYS = {"divergence": "forward", "reduction": "mean", "scale": 1.0, "max_radius": None}
+TRUST_REGION_KEYS = {"divergence": "forward", "kernel": "imq2", "reduction": "mean", "scale": 1.0,
+                     "max_radius": None}
 # formula: "paper" or "released" (the released code's ascent, never times g);
 # adaptive: T = |w| + eta (true) or T = 1 (false, SAM's direction).
 TRAM_ASCENT_KEYS = {"formula": "paper", "adaptive": True}
@@ -52,6 +53,7 @@ METHOD_DEFAULTS = {
     "fsam": {"gamma": 0.1, "fisher_eta": 0.1},
     "tram-prev": {"eta": 0.01, **TRAM_ASCENT_KEYS, **TRUST_REGION_KEYS},
     "tram-pre": {"eta": 0.01, **TRAM_ASCENT_KEYS, **TRUST_REGION_KEYS},
+    "tram-ema": {"eta": 0.01, "target_decay": 0.99, **TRAM_ASCENT_KEYS, **TRUST_REGION_KEYS},
     "tram-noise": {"eta": 0.01, **TRAM_ASCENT_KEYS, **TRUST_REGION_KEYS, **NOISE_KEYS},
     "tram-fisher": {"gamma": 0.1, "fisher_eta": 0.1, "radius": "fixed", **TRUST_REGION_KEYS, **NOISE_KEYS},
     "trpo": {"lambda": 0.1},
@@ -59,8 +61,8 @@ METHOD_DEFAULTS = {
     "mesa": {"lambda": 0.1, "ema_decay": 0.999, "temperature": 1.0},
 }
 # The target logits each TRAM variant compares with (docs/ALGORITHMS.md §4).
-TARGET_OF = {"tram-prev": "previous", "tram-pre": "pretrained", "tram-noise": "noise"}
-STRING_OPTIONS = {"divergence", "reduction", "formula", "radius", "noise", "reg_noise"}
+TARGET_OF = {"tram-prev": "previous", "tram-pre": "pretrained", "tram-ema": "history", "tram-noise": "noise"}
+STRING_OPTIONS = {"divergence", "kernel", "reduction", "formula", "radius", "noise", "reg_noise"}
 BOOL_OPTIONS = {"adaptive"}
 
 
@@ -175,7 +177,7 @@ class Method:
         self.plain = head in BASES
         self.ascent = head if head in ASCENTS else None
         self.regularizer = head if head in REGULARIZERS else (tail or None)
-        defaults = {"eps_norm": 1e-12} if self.ascent else {}
+        defaults = {"eps_norm": 1e-12, "interval": 1} if self.ascent else {}
         for part in (self.ascent, self.regularizer):
             if part:
                 defaults.update(METHOD_DEFAULTS[part])
@@ -197,7 +199,7 @@ class Method:
     @property
     def target(self):
         """Where the trust-region distance d comes from, or None for a fixed radius."""
-        if self.ascent in ("tram-prev", "tram-pre", "tram-noise"):
+        if self.ascent in ("tram-prev", "tram-pre", "tram-ema", "tram-noise"):
             return self.ascent
         if self.ascent == "tram-fisher" and self["radius"] == "trust_region":
             return "tram-fisher"
@@ -215,8 +217,34 @@ def kl_rows(logits_p, logits_q):
     return (log_p.exp() * (log_p - log_q)).sum(dim=-1)
 
 
-def divergence(target_logits, current_logits, kind="forward", reduction="mean"):
-    """D(p_target || p_current), summed over classes, reduced over rows."""
+MMD_BANDWIDTHS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+def mmd_kernel(s, kernel):
+    """The kernel of the squared distances s, summed over the bandwidths."""
+    forms = {"imq2": lambda b: (b * b + s) ** -0.5, "imq": lambda b: b / (b + s),
+             "imq3": lambda b: b * b / (b * b + s), "rbf": lambda b: torch.exp(-s / (2 * b))}
+    if kernel not in forms:
+        raise CaseError(f"options.kernel must be one of {sorted(forms)}, got {kernel!r}")
+    return sum(forms[kernel](b) for b in MMD_BANDWIDTHS)
+
+
+def divergence(target_logits, current_logits, kind="forward", reduction="mean", kernel="imq2"):
+    """D(p_target || p_current), summed over classes, reduced over rows; or the
+    L2 / MMD distances of the logits (docs/ALGORITHMS.md §5)."""
+    batch = current_logits.shape[0]
+    if kind == "l2":
+        norms = (current_logits - target_logits).norm(dim=-1)
+        if reduction == "sum":
+            return norms.sum()
+        return norms.mean() / (batch if reduction == "legacy" else 1)
+    if kind == "mmd":
+        x, y = target_logits, current_logits
+
+        def k(a, b):
+            return mmd_kernel(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1), kernel).mean()
+        mmd = k(x, x) + k(y, y) - 2 * k(x, y)
+        return mmd / (batch if reduction == "legacy" else 1)
     if kind == "forward":
         rows = kl_rows(target_logits, current_logits)
     elif kind == "reverse":
@@ -224,7 +252,7 @@ def divergence(target_logits, current_logits, kind="forward", reduction="mean"):
     elif kind == "symmetric":
         rows = kl_rows(target_logits, current_logits) + kl_rows(current_logits, target_logits)
     else:
-        raise CaseError(f"options.divergence must be forward, reverse or symmetric, got {kind!r}")
+        raise CaseError(f"options.divergence must be forward, reverse, symmetric, l2 or mmd, got {kind!r}")
     if reduction == "mean":
         return rows.mean()
     if reduction == "sum":
@@ -250,7 +278,7 @@ def perturbation(method, radius, params, grads):
         if not math.isfinite(norm):
             return None, norm, True
         return [radius * g / (norm + eps) for g in grads], norm, False
-    if kind in ("asam", "tram-prev", "tram-pre", "tram-noise"):
+    if kind in ("asam", "tram-prev", "tram-pre", "tram-ema", "tram-noise"):
         # T = |w| + eta, or T = 1 (SAM's direction) with adaptive = false.
         scales = [w.detach().abs() + method["eta"] if adaptive else torch.ones_like(w.detach())
                   for w in params]
@@ -301,6 +329,7 @@ def run(case):
     # and MESA's EMA teacher (starting at θ_0).
     previous = model.snapshot() if method.target == "tram-prev" or reg == "trpo" else None
     pretrained = model.snapshot() if method.target == "tram-pre" else None
+    history = model.snapshot() if method.target == "tram-ema" else None  # θ̄, starting at θ_0
     ema = model.snapshot() if reg == "mesa" else None
 
     def noised(x, z, batch_index):
@@ -332,22 +361,28 @@ def run(case):
         x, y, z = batches[index]
         x_noisy = lambda: noised(x, z, index)  # noqa: E731
         record = {"step": step, "batch": index, "loss": None, "regularizer": 0.0, "d": 0.0,
-                  "radius": [0.0], "ascent_norm": 0.0, "ascent_skipped": False}
+                  "radius": [0.0], "ascent_norm": 0.0, "ascent_skipped": False,
+                  "perturbation_norm": 0.0, "perturbed_loss": 0.0, "sharpness": 0.0}
+        # interval: the sharpness-aware step only on steps t mod interval == 0;
+        # the others are one pass of the method's loss and the base step.
+        ascending = method.ascent is not None and step % int(method["interval"]) == 0
 
         # Targets under no-grad.
         targets = {}
         with torch.no_grad():
             if previous is not None:
                 targets["previous"] = model.logits(x, previous)
-            if pretrained is not None:
+            if ascending and pretrained is not None:
                 targets["pretrained"] = model.logits(x, pretrained)
+            if ascending and history is not None:
+                targets["history"] = model.logits(x, history)
             if ema is not None:
                 targets["ema"] = model.logits(x, ema)
-            if method.target == "tram-noise":
+            if ascending and method.target == "tram-noise":
                 targets["noise"] = model.logits(x_noisy())
 
-        # 1. Pass 1 at w (on noised inputs for TRAM-Fisher).
-        logits = model.logits(x_noisy() if method.ascent == "tram-fisher" else x)
+        # 1. Pass 1 at w (on noised inputs for TRAM-Fisher's ascent).
+        logits = model.logits(x_noisy() if ascending and method.ascent == "tram-fisher" else x)
         loss = F.cross_entropy(logits, y)
         record["loss"] = float(loss.detach())
         r = regularizer(logits, x_noisy, targets)
@@ -356,7 +391,7 @@ def run(case):
             loss = loss + method["lambda"] * r
         grads = backward(loss)
 
-        if method.ascent:
+        if ascending:
             # Radius: fixed, or clamp(scale * d, 0, max_radius).
             if method.target is None:
                 radius = method["gamma"] if method.ascent in ("fsam", "tram-fisher") else method["rho"]
@@ -368,7 +403,8 @@ def run(case):
                         target, current = current, model.logits(x)
                     else:
                         target = targets[TARGET_OF[method.target]]
-                    d = float(divergence(target, current, method["divergence"], method["reduction"]))
+                    d = float(divergence(target, current, method["divergence"], method["reduction"],
+                                         method["kernel"]))
                 record["d"] = d
                 radius = max(0.0, method["scale"] * d)
                 if method["max_radius"] is not None:
@@ -377,6 +413,8 @@ def run(case):
             # 2. Ascent from an exact copy of w.
             e, norm, skipped = perturbation(method, radius, model.params, grads)
             record["ascent_norm"], record["ascent_skipped"] = norm, skipped
+            if e is not None:
+                record["perturbation_norm"] = math.sqrt(sum(float((ei * ei).sum()) for ei in e))
             saved = model.snapshot()
             with torch.no_grad():
                 for p, ei in zip(model.params, e or []):
@@ -384,6 +422,8 @@ def run(case):
             # 3. Pass 2 at w + e on the clean inputs (the regularizer too).
             logits2 = model.logits(x)
             loss2 = F.cross_entropy(logits2, y)
+            record["perturbed_loss"] = float(loss2.detach())
+            record["sharpness"] = record["perturbed_loss"] - record["loss"]
             r2 = regularizer(logits2, x_noisy, targets)
             grads = backward(loss2 if r2 is None else loss2 + method["lambda"] * r2)
             # 4. Exact restore (not w - e).
@@ -394,6 +434,10 @@ def run(case):
         # The base steps with the last gradient in the gradient slots.
         if previous is not None:
             previous = model.snapshot()  # θ_{t-1} of the next step
+        if history is not None:
+            # θ̄ <- δ θ̄ + (1 - δ) w, after the restore and before the base step.
+            delta = method["target_decay"]
+            history = [delta * h + (1.0 - delta) * p.detach() for h, p in zip(history, model.params)]
         for p, g in zip(model.params, grads):
             p.grad = g
         base_opt.step()
