@@ -6,14 +6,7 @@
 
 namespace {
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const c10::Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using tram::test::error_of;
 
 TEST(Factory, EveryNameAndCombinationBuildsAndSteps) {
   std::vector<std::string> names = tram::method_names();

@@ -5,9 +5,20 @@
 #include <tram/tram.h>
 
 #include <functional>
+#include <string>
 #include <vector>
 
 namespace tram::test {
+
+// The message of the c10::Error that f throws ("" if it throws none).
+inline std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const c10::Error& e) {
+    return e.what();
+  }
+  return "";
+}
 
 // A linear softmax classifier, logits = x W^T + b, cross-entropy loss.
 struct Problem {
