@@ -2,10 +2,10 @@
 #include "corpora.h"
 #include "experiments.h"
 
-#include <common/checkpoint.h>
-#include <common/data/lm_text.h>
-#include <common/data/split.h>
-#include <common/models/gpt2.h>
+#include <tram/hf/checkpoint.h>
+#include <tram/hf/data/lm_text.h>
+#include <tram/hf/data/split.h>
+#include <tram/hf/models/gpt2.h>
 
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
@@ -17,7 +17,7 @@
 namespace tram::study {
 
 namespace fs = std::filesystem;
-namespace models = examples::models;
+namespace models = hf::models;
 
 // Evaluation text is the hash-selected 20% of each domain (corpora.h).
 constexpr double kEvaluationFraction = 0.2;
@@ -42,13 +42,13 @@ const std::vector<std::string>& lm_evaluation_domains() {
 namespace {
 
 torch::Tensor blocks_of(const std::vector<std::string>& texts, int64_t block) {
-  return examples::data::pack_blocks(lm_token_ids(texts), block);
+  return hf::data::pack_blocks(lm_token_ids(texts), block);
 }
 
 // At most `limit` rows of `blocks`, a fixed random subset (data seed 0).
 torch::Tensor subset_rows(const torch::Tensor& blocks, int64_t limit) {
   if (blocks.size(0) <= limit) return blocks;
-  auto order = examples::data::permutation(blocks.size(0), 0);
+  auto order = hf::data::permutation(blocks.size(0), 0);
   order.resize(static_cast<size_t>(limit));
   std::sort(order.begin(), order.end());
   return blocks.index_select(0, torch::tensor(order));
@@ -129,7 +129,7 @@ class LanguageModelExperiment : public Experiment {
     auto model = models::load_gpt2(checkpoint_).model;
     model->train();
     auto optimizer = make_study_optimizer(method, *model, s_.finetune_lr);
-    examples::training::Schedule schedule{examples::training::ScheduleKind::kPolynomial, s_.finetune_lr,
+    hf::training::Schedule schedule{hf::training::ScheduleKind::kPolynomial, s_.finetune_lr,
                                           s_.finetune_steps / 10, s_.finetune_steps};
     schedule.end_lr = 0.0;
     EpochBatches batches(finetune_blocks_.size(0), s_.finetune_batch);
@@ -165,11 +165,11 @@ class LanguageModelExperiment : public Experiment {
                            {"bos_token_id", kLmEndOfText},
                            {"eos_token_id", kLmEndOfText},
                            {"tie_word_embeddings", true}};
-    examples::HfConfig config(json, "study lm config");
+    hf::HfConfig config(json, "study lm config");
     models::GPT2LMHeadModel model(models::GPT2Config::from(config));
     model->train();
     auto optimizer = make_study_optimizer("adam", *model, s_.pretrain_lr);
-    examples::training::Schedule schedule{examples::training::ScheduleKind::kCosine, s_.pretrain_lr,
+    hf::training::Schedule schedule{hf::training::ScheduleKind::kCosine, s_.pretrain_lr,
                                           s_.pretrain_steps / 10, s_.pretrain_steps};
     const int64_t n = blocks.size(0);
     train(
@@ -181,7 +181,7 @@ class LanguageModelExperiment : public Experiment {
         s_.pretrain_batch * s_.block, "lm pre-training (" + std::to_string(lm_pretraining_domains().size()) + " domains)",
         "tokens");
     fs::create_directories(checkpoint_);
-    examples::save_pretrained(*model, config, checkpoint_);
+    hf::save_pretrained(*model, config, checkpoint_);
   }
 
   // exp(mean next-byte cross-entropy) over the blocks.

@@ -1,6 +1,6 @@
 #include "study.h"
 
-#include <common/training/progress.h>
+#include <tram/hf/training/progress.h>
 
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
@@ -84,18 +84,18 @@ std::unique_ptr<SharpnessAware> make_study_optimizer(const std::string& method_s
   return optimizer;
 }
 
-TrainSummary train(SharpnessAware& optimizer, const examples::training::Schedule& schedule,
+TrainSummary train(SharpnessAware& optimizer, const hf::training::Schedule& schedule,
                    const std::function<ForwardClosure(int64_t)>& batch, int64_t items_per_step,
                    const std::string& label, const std::string& unit) {
   schedule.validate();
   const int64_t steps = schedule.total_steps;
-  examples::training::Progress progress(label, steps, unit);
+  hf::training::Progress progress(label, steps, unit);
   const int64_t tail = std::max<int64_t>(1, steps / 10);
   double tail_loss = 0.0;
   TrainSummary summary;
   for (int64_t step = 0; step < steps; ++step) {
     const double lr = schedule.lr_at(step);
-    examples::training::set_learning_rate(optimizer, lr);
+    hf::training::set_learning_rate(optimizer, lr);
     const StepReport report = optimizer.step(batch(step));
     if (!std::isfinite(report.loss)) {
       throw std::runtime_error(label + ": the loss is " + std::to_string(report.loss) + " at step " +

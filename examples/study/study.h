@@ -12,7 +12,7 @@
 
 #include <tram/tram.h>
 
-#include <common/training/schedule.h>
+#include <tram/hf/training/schedule.h>
 
 #include <cstdint>
 #include <filesystem>
@@ -95,7 +95,7 @@ struct TrainSummary {
 // Runs `steps` optimizer steps; batch(step) returns the forward closure of
 // that step's batch. The learning rate follows `schedule`; a progress bar
 // (or plain lines) reports loss, rate, throughput and ETA under `label`.
-TrainSummary train(SharpnessAware& optimizer, const examples::training::Schedule& schedule,
+TrainSummary train(SharpnessAware& optimizer, const hf::training::Schedule& schedule,
                    const std::function<ForwardClosure(int64_t)>& batch, int64_t items_per_step,
                    const std::string& label, const std::string& unit);
 
