@@ -1,5 +1,6 @@
 #include "corpora.h"
 
+#include <tram/checksum.h>
 #include <tram/hf/data/split.h>
 
 #include <algorithm>
@@ -167,14 +168,7 @@ std::vector<std::string> read_corpus(const CorpusSpec& spec, const fs::path& roo
   return texts;
 }
 
-uint64_t text_hash(const std::string& text) {
-  uint64_t hash = 14695981039346656037ull;
-  for (unsigned char c : text) {
-    hash ^= c;
-    hash *= 1099511628211ull;
-  }
-  return hash;
-}
+uint64_t text_hash(const std::string& text) { return tram::fnv1a_64(text); }
 
 bool is_evaluation_text(const std::string& text, double evaluation_fraction) {
   // The top 53 bits of a re-mixed hash as a uniform number in [0, 1).
