@@ -1,5 +1,6 @@
 #include "study.h"
 
+#include <tram/hf/atomic_file.h>
 #include <tram/hf/training/progress.h>
 
 #include <nlohmann/json.hpp>
@@ -35,15 +36,9 @@ void save_record(const RunRecord& record, const fs::path& file) {
   json["seconds"] = record.seconds;
   json["fingerprint"] = record.fingerprint;
   fs::create_directories(file.parent_path());
-  // Write then rename: an interrupted study never leaves a half record that
-  // would later read as finished.
-  const fs::path partial = file.string() + ".partial";
-  {
-    std::ofstream out(partial);
-    out << json.dump(2) << "\n";
-    if (!out) throw std::runtime_error("cannot write " + partial.string());
-  }
-  fs::rename(partial, file);
+  // Atomically: an interrupted study never leaves a half record that would
+  // later read as finished.
+  hf::write_text_atomically(file, json.dump(2) + "\n");
 }
 
 bool load_record(const fs::path& file, RunRecord& record) {

@@ -1,5 +1,7 @@
 #include <tram/hf/safetensors.h>
 
+#include <tram/hf/atomic_file.h>
+
 #include <nlohmann/json.hpp>
 
 #include <fcntl.h>
@@ -332,10 +334,9 @@ void save(const std::string& path, const std::map<std::string, torch::Tensor>& t
   std::string header_text = header.dump();
   header_text.append((kAlignment - header_text.size() % kAlignment) % kAlignment, ' ');
 
-  const std::string temporary = path + ".tmp." + std::to_string(::getpid());
-  {
+  write_file_atomically(path, [&](const std::filesystem::path& temporary) {
     std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-    if (!out) fail(temporary, std::string("cannot create: ") + std::strerror(errno));
+    if (!out) fail(temporary.string(), std::string("cannot create: ") + std::strerror(errno));
     unsigned char length[kHeaderLengthBytes];
     uint64_t size = header_text.size();
     for (uint64_t i = 0; i < kHeaderLengthBytes; ++i, size >>= 8) length[i] = static_cast<unsigned char>(size & 0xff);
@@ -345,16 +346,8 @@ void save(const std::string& path, const std::map<std::string, torch::Tensor>& t
       out.write(static_cast<const char*>(entry.data.data_ptr()), std::streamsize(entry.data.nbytes()));
     }
     out.close();
-    if (!out) {
-      std::remove(temporary.c_str());
-      fail(temporary, std::string("write failed: ") + std::strerror(errno));
-    }
-  }
-  if (std::rename(temporary.c_str(), path.c_str()) != 0) {
-    const std::string reason = std::strerror(errno);
-    std::remove(temporary.c_str());
-    fail(path, "cannot move the written file into place: " + reason);
-  }
+    if (!out) fail(temporary.string(), std::string("write failed: ") + std::strerror(errno));
+  });
 }
 
 }  // namespace tram::hf::safetensors

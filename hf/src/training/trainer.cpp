@@ -1,5 +1,6 @@
 #include <tram/hf/training/trainer.h>
 
+#include <tram/hf/atomic_file.h>
 #include <tram/hf/data/split.h>
 #include <tram/hf/training/progress.h>
 #include <tram/hf/training/schedule.h>
@@ -15,7 +16,6 @@
 #include <zlib.h>
 
 #include <cmath>
-#include <cstdio>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
@@ -49,16 +49,6 @@ std::pair<uint64_t, uint32_t> file_crc(const fs::path& file) {
   return {size, static_cast<uint32_t>(crc)};
 }
 
-void write_text_atomically(const fs::path& file, const std::string& text) {
-  const fs::path temporary = file.string() + ".tmp";
-  {
-    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-    out << text;
-    if (!out.flush()) throw std::runtime_error("cannot write " + temporary.string());
-  }
-  fs::rename(temporary, file);
-}
-
 std::vector<torch::Device> generator_devices(const Options& options) {
   std::vector<torch::Device> devices = {torch::kCPU};
   if (options.device == "cuda") devices.emplace_back(torch::kCUDA, 0);
@@ -81,6 +71,10 @@ void read_rng(torch::serialize::InputArchive& archive, const Options& options) {
     std::lock_guard<std::mutex> lock(generator.mutex());
     generator.set_state(state);
   }
+}
+
+void save_archive(torch::serialize::OutputArchive& archive, const fs::path& file) {
+  write_file_atomically(file, [&](const fs::path& temporary) { archive.save_to(temporary.string()); });
 }
 
 int64_t read_integer(torch::serialize::InputArchive& archive, const std::string& key) {
@@ -119,9 +113,7 @@ class RunState {
     if (options_.rank != 0) {
       torch::serialize::OutputArchive archive;
       write_rng(archive, options_);
-      const fs::path file = directory_ / ("rng-rank" + std::to_string(options_.rank) + ".pt");
-      archive.save_to(file.string() + ".tmp");
-      fs::rename(file.string() + ".tmp", file);
+      save_archive(archive, directory_ / ("rng-rank" + std::to_string(options_.rank) + ".pt"));
       return;
     }
     torch::serialize::OutputArchive archive;
@@ -135,8 +127,7 @@ class RunState {
     archive.write("run/index", c10::IValue(position.index));
     write_rng(archive, options_);
     const fs::path file = directory_ / "run.pt";
-    archive.save_to(file.string() + ".tmp");
-    fs::rename(file.string() + ".tmp", file);
+    save_archive(archive, file);
     const auto [bytes, crc] = file_crc(file);
     json meta = {{"format", kStateFormat},
                  {"file", "run.pt"},

@@ -82,8 +82,8 @@ std::map<std::string, torch::Tensor> load(const std::string& path);
 // optional string metadata. Tensors are laid out largest element size first
 // and the header is padded with spaces to a multiple of 8 bytes, as the
 // reference implementation does, so every tensor is aligned in the file. The
-// file is written next to `path` and renamed into place, so a crash never
-// leaves a truncated checkpoint under the final name.
+// file is replaced atomically (write_file_atomically, atomic_file.h), so a
+// crash never leaves a truncated checkpoint under the final name.
 void save(const std::string& path, const std::map<std::string, torch::Tensor>& tensors,
           const std::map<std::string, std::string>& metadata = {});
 
