@@ -1,6 +1,7 @@
 #include "study.h"
 
 #include <tram/hf/atomic_file.h>
+#include <tram/hf/training/cli.h>
 #include <tram/hf/training/progress.h>
 
 #include <nlohmann/json.hpp>
@@ -67,14 +68,16 @@ std::unique_ptr<SharpnessAware> make_study_optimizer(const std::string& method_s
                                                      double lr) {
   const size_t colon = method_spec.find(':');
   const std::string method = method_spec.substr(0, colon);
-  std::ostringstream options;
+  // The method's own options first: the study's defaults fill only what they leave out.
+  OptionMap options = colon == std::string::npos ? OptionMap{} : parse_options(method_spec.substr(colon + 1));
   const auto& bases = base_names();
   // A plain base name is the optimizer itself; anything else wraps Adam.
-  if (std::find(bases.begin(), bases.end(), method) == bases.end()) options << "base=adam,";
-  options << "lr=" << std::setprecision(17) << lr;
-  if (method != "sgd") options << ",beta1=0.9,beta2=0.99";  // Adam or AdamW, itself or as the base
-  if (colon != std::string::npos) options << "," << method_spec.substr(colon + 1);
-  auto optimizer = make_optimizer(method, model.parameters(), parse_options(options.str()));
+  if (std::find(bases.begin(), bases.end(), method) == bases.end() && !options.count("base")) {
+    options["base"] = std::string("adam");
+  }
+  if (!options.count("lr")) options["lr"] = lr;
+  if (method != "sgd") hf::training::default_to_paper_betas(options);  // Adam or AdamW, itself or as the base
+  auto optimizer = make_optimizer(method, model.parameters(), options);
   optimizer->set_module(model.shared_from_this());
   return optimizer;
 }

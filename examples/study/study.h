@@ -79,9 +79,10 @@ class Experiment {
 
 // The optimizer of a run: `method` (a tram factory name, or a plain base,
 // optionally followed by ':' and factory options, "tram-prev:scale=100")
-// wrapped around Adam with betas (0.9, 0.99) (the paper's, docs/ALGORITHMS.md
-// §10; "adam"/"adamw" alone are the plain optimizers, "sgd" plain SGD), the
-// method's own options at the factory's defaults (the paper's radii).
+// wrapped around Adam with the paper's betas (hf::training::kPaperAdamBetas,
+// docs/ALGORITHMS.md §10; "adam"/"adamw" alone are the plain optimizers,
+// "sgd" plain SGD), the method's own options at the factory's defaults (the
+// paper's radii).
 std::unique_ptr<SharpnessAware> make_study_optimizer(const std::string& method, torch::nn::Module& model,
                                                      double lr);
 

@@ -101,6 +101,11 @@ int64_t Options::resolved_warmup(int64_t total_steps) const {
   return std::min<int64_t>(10000, total_steps / 5);
 }
 
+void default_to_paper_betas(tram::OptionMap& options) {
+  if (!options.count("beta1")) options["beta1"] = kPaperAdamBetas.beta1;
+  if (!options.count("beta2")) options["beta2"] = kPaperAdamBetas.beta2;
+}
+
 tram::OptionMap Options::optimizer_option_map() const {
   tram::OptionMap map;
   try {
@@ -113,10 +118,7 @@ tram::OptionMap Options::optimizer_option_map() const {
   const bool plain = std::find(bases.begin(), bases.end(), head) != bases.end();
   if (!plain && !map.count("base")) map["base"] = std::string(language(program) ? "adam" : "sgd");
   const std::string base = plain ? head : std::get<std::string>(map["base"]);
-  if (language(program) && base != "sgd") {
-    if (!map.count("beta1")) map["beta1"] = 0.9;
-    if (!map.count("beta2")) map["beta2"] = 0.99;
-  }
+  if (language(program) && base != "sgd") default_to_paper_betas(map);
   if (!map.count("lr")) map["lr"] = lr;
   return map;
 }
@@ -159,8 +161,10 @@ std::string usage(Program program) {
       << "  --optimizer NAME         " << join(tram::method_names()) << ",\n"
       << "                           or METHOD+REGULARIZER (e.g. asam+trpo); default " << d.optimizer << "\n"
       << "  --optimizer-options K=V,...  passed to tram::make_optimizer (e.g. rho=0.05,base=adam);\n"
-      << "                           defaults: base=" << (lang ? "adam, beta1=0.9, beta2=0.99" : "sgd")
-      << ", the method's radii (SAM 0.05, ASAM 0.5, ...)\n"
+      << "                           defaults: base=";
+  if (lang) out << "adam, beta1=" << kPaperAdamBetas.beta1 << ", beta2=" << kPaperAdamBetas.beta2;
+  else out << "sgd";
+  out << ", the method's radii (SAM 0.05, ASAM 0.5, ...)\n"
       << "  --lr X                   peak learning rate (default " << d.lr << ")\n"
       << "  --schedule NAME          " << join(schedule_names()) << " (default " << d.schedule << ")\n"
       << "  --warmup-steps N         linear warm-up (default "

@@ -1,6 +1,6 @@
 // The command line shared by tram-vit, tram-gpt2 and tram-xlmr: the same
 // flags everywhere, with per-program defaults from the paper
-// (docs/ALGORITHMS.md §10; language: Adam betas (0.9, 0.99), lr 2e-5,
+// (docs/ALGORITHMS.md §10; language: Adam with kPaperAdamBetas, lr 2e-5,
 // poly-warmup; vision: SGD, lr 5e-4, cosine, no warm-up).
 //
 //   const Options options = parse_command_line(Program::kGpt2, argc, argv);
@@ -21,6 +21,15 @@
 #include <vector>
 
 namespace tram::hf::training {
+
+// The paper's Adam betas (docs/ALGORITHMS.md §10): the language programs'
+// default, and the study's for every Adam it makes.
+struct AdamBetas {
+  double beta1, beta2;
+};
+inline constexpr AdamBetas kPaperAdamBetas{0.9, 0.99};
+// Sets "beta1" and "beta2" of `options` to kPaperAdamBetas where they are not given.
+void default_to_paper_betas(tram::OptionMap& options);
 
 enum class Program { kVit, kGpt2, kXlmr };
 
