@@ -296,13 +296,12 @@ class CrossLingualExperiment : public Experiment {
 
   static double accuracy(const models::SequenceClassifier& model, const EncodedPairs& pairs) {
     torch::NoGradGuard no_grad;
-    model->eval();
+    EvalModeGuard eval_mode(*model);
     int64_t correct = 0;
     for (int64_t start = 0; start < pairs.ids.size(0); start += 256) {
       auto batch = pairs.slice(start, start + 256);
       correct += model->forward(batch.ids, batch.mask).argmax(1).eq(batch.labels).sum().item<int64_t>();
     }
-    model->train();
     return static_cast<double>(correct) / static_cast<double>(pairs.ids.size(0));
   }
 
@@ -313,7 +312,7 @@ class CrossLingualExperiment : public Experiment {
   // token average is compared instead.)
   static torch::Tensor features(const models::SequenceClassifier& model, const EncodedPairs& pairs) {
     torch::NoGradGuard no_grad;
-    model->eval();
+    EvalModeGuard eval_mode(*model);
     std::vector<torch::Tensor> rows;
     for (int64_t start = 0; start < pairs.ids.size(0); start += 256) {
       auto batch = pairs.slice(start, start + 256);
@@ -321,7 +320,6 @@ class CrossLingualExperiment : public Experiment {
       auto weights = batch.mask.to(hidden.scalar_type()).unsqueeze(-1);
       rows.push_back((hidden * weights).sum(1) / weights.sum(1));
     }
-    model->train();
     return torch::cat(rows);
   }
 

@@ -11,7 +11,6 @@
 #include <torch/torch.h>
 
 #include <chrono>
-#include <cmath>
 #include <sstream>
 
 namespace tram::study {
@@ -54,14 +53,16 @@ torch::Tensor subset_rows(const torch::Tensor& blocks, int64_t limit) {
   return blocks.index_select(0, torch::tensor(order));
 }
 
+// The pass's output keeps only the logits that predict a token (the last
+// position predicts nothing): the trust-region distances compare those.
 PassOutput causal_lm_pass(models::GPT2LMHeadModel& model, const torch::Tensor& ids, const Pass* pass) {
   auto logits = pass ? model->forward(ids, {}, models::perturb_hook(*pass)) : model->forward(ids);
-  // Position t predicts token t+1; the last position predicts nothing.
-  auto predicting = logits.slice(1, 0, -1);
-  auto loss = torch::nn::functional::cross_entropy(predicting.reshape({-1, predicting.size(-1)}),
-                                                   ids.slice(1, 1).reshape({-1}));
-  return {loss, predicting, {}};
+  auto predicting = models::next_token_logits(logits);
+  return {models::causal_lm_loss(predicting, ids), predicting, {}};
 }
+
+// Rows per evaluation batch.
+constexpr int64_t kEvaluationBatch = 64;
 
 class LanguageModelExperiment : public Experiment {
  public:
@@ -186,19 +187,7 @@ class LanguageModelExperiment : public Experiment {
 
   // exp(mean next-byte cross-entropy) over the blocks.
   static double perplexity(models::GPT2LMHeadModel& model, const torch::Tensor& blocks) {
-    torch::NoGradGuard no_grad;
-    model->eval();
-    double total = 0.0;
-    int64_t count = 0;
-    for (int64_t start = 0; start < blocks.size(0); start += 64) {
-      auto ids = blocks.slice(0, start, start + 64);
-      auto out = causal_lm_pass(model, ids, nullptr);
-      const int64_t predictions = ids.size(0) * (ids.size(1) - 1);
-      total += out.loss.item<double>() * static_cast<double>(predictions);
-      count += predictions;
-    }
-    model->train();
-    return std::exp(total / static_cast<double>(count));
+    return models::evaluate_causal_lm(model, blocks, kEvaluationBatch).perplexity;
   }
 
   LanguageModelSettings s_;

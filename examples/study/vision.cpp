@@ -208,13 +208,12 @@ class VisionExperiment : public Experiment {
 
   double accuracy(models::ViTForImageClassification& model, const torch::Tensor& images) const {
     torch::NoGradGuard no_grad;
-    model->eval();
+    EvalModeGuard eval_mode(*model);
     int64_t correct = 0;
     for (int64_t start = 0; start < images.size(0); start += 500) {
       auto logits = model->forward(images.slice(0, start, start + 500));
       correct += logits.argmax(1).eq(eval_labels_.slice(0, start, start + 500)).sum().item<int64_t>();
     }
-    model->train();
     return static_cast<double>(correct) / static_cast<double>(images.size(0));
   }
 

@@ -13,6 +13,7 @@
 #include "scratch_directory.h"
 
 #include <tram/closure.h>
+#include <tram/eval_mode.h>
 #include <tram/factory.h>
 
 #include <nlohmann/json.hpp>
@@ -224,6 +225,48 @@ TEST(Models, GPT2WithoutMaskMatchesMaskedUnpaddedRow) {
   const Tensor row = io.at("input_ids").slice(0, 0, 1);
   const Tensor unmasked = loaded.model->forward(row);
   EXPECT_LE(max_abs_diff(unmasked, io.at("logits").slice(0, 0, 1)), kParityTolerance);
+}
+
+TEST(Models, CausalLmLossPredictsTheNextToken) {
+  torch::manual_seed(0);
+  const Tensor logits = torch::randn({2, 5, 7});
+  const Tensor ids = torch::randint(7, {2, 5}, torch::kLong);
+  const Tensor predicting = models::next_token_logits(logits);
+  ASSERT_EQ(predicting.sizes(), (std::vector<int64_t>{2, 4, 7}));
+  // -log softmax(logits[b, t])[ids[b, t + 1]], averaged over the 8 predictions.
+  double expected = 0.0;
+  const Tensor log_probabilities = torch::log_softmax(logits.to(torch::kFloat64), -1);
+  for (int64_t b = 0; b < 2; ++b) {
+    for (int64_t t = 0; t < 4; ++t) expected -= log_probabilities[b][t][ids[b][t + 1].item<int64_t>()].item<double>() / 8;
+  }
+  EXPECT_NEAR(models::causal_lm_loss(predicting, ids).item<double>(), expected, 1e-6);
+}
+
+TEST(Models, CausalLmEvaluationIsInEvalModeAndDoesNotDependOnTheBatch) {
+  auto loaded = models::load_gpt2(fixture("gpt2"));  // dropout 0.1: train mode would be random
+  auto& model = loaded.model;
+  ASSERT_GT(model->config().resid_pdrop, 0.0);
+  torch::manual_seed(1);
+  const Tensor blocks = torch::randint(model->config().vocab_size, {5, 12}, torch::kLong);
+  model->drop->eval();  // a submodule frozen in eval mode by its owner stays so
+  const auto whole = models::evaluate_causal_lm(model, blocks, 5);
+  EXPECT_TRUE(model->is_training());
+  EXPECT_FALSE(model->drop->is_training());
+  EXPECT_TRUE(model->h[0]->is_training());
+
+  double expected = 0.0;
+  {
+    torch::NoGradGuard no_grad;
+    tram::EvalModeGuard eval_mode(*model);
+    expected = models::causal_lm_loss(models::next_token_logits(model->forward(blocks)), blocks).item<double>();
+  }
+  EXPECT_NEAR(whole.loss, expected, 1e-6);
+  EXPECT_NEAR(whole.perplexity, std::exp(expected), 1e-5 * std::exp(expected));
+  for (const int64_t batch : {1, 2, 3, 64}) {
+    EXPECT_NEAR(models::evaluate_causal_lm(model, blocks, batch).loss, expected, 1e-6) << "batch " << batch;
+  }
+  EXPECT_THROW(models::evaluate_causal_lm(model, blocks, 0), std::invalid_argument);
+  EXPECT_THROW(models::evaluate_causal_lm(model, blocks.slice(1, 0, 1), 4), std::invalid_argument);
 }
 
 TEST(Models, EncoderHookSeesTheWordEmbeddingsBeforePositions) {

@@ -1,5 +1,7 @@
 #include <tram/hf/models/gpt2.h>
 
+#include <tram/eval_mode.h>
+
 #include <torch/torch.h>
 
 #include <cmath>
@@ -175,6 +177,36 @@ Pretrained<GPT2LMHeadModel> load_gpt2(const std::filesystem::path& directory, co
   LoadReport report = load_checkpoint(*model, directory, GPT2LMHeadModelImpl::key_scheme(parsed));
   model->to(options.device, options.dtype);
   return {model, config, report};
+}
+
+torch::Tensor next_token_logits(const torch::Tensor& logits) { return logits.slice(1, 0, logits.size(1) - 1); }
+
+torch::Tensor causal_lm_loss(const torch::Tensor& predicting, const torch::Tensor& input_ids) {
+  return torch::nn::functional::cross_entropy(predicting.reshape({-1, predicting.size(-1)}),
+                                              input_ids.slice(1, 1).reshape({-1}));
+}
+
+CausalLmEvaluation evaluate_causal_lm(GPT2LMHeadModel& model, const torch::Tensor& blocks, int64_t batch_size) {
+  if (batch_size < 1) throw std::invalid_argument("evaluate_causal_lm: batch_size must be >= 1");
+  if (blocks.dim() != 2 || blocks.size(0) == 0 || blocks.size(1) < 2) {
+    throw std::invalid_argument("evaluate_causal_lm: blocks must be [N >= 1, T >= 2] token ids");
+  }
+  const torch::Device device = model->output_weight().device();
+  tram::EvalModeGuard eval_mode(*model);
+  torch::NoGradGuard no_grad;
+  double total = 0.0;
+  int64_t count = 0;
+  for (int64_t start = 0; start < blocks.size(0); start += batch_size) {
+    const auto ids = blocks.slice(0, start, start + batch_size).to(device);
+    const auto loss = causal_lm_loss(next_token_logits(model->forward(ids)), ids);
+    const int64_t predictions = ids.size(0) * (ids.size(1) - 1);
+    total += loss.item<double>() * static_cast<double>(predictions);
+    count += predictions;
+  }
+  CausalLmEvaluation result;
+  result.loss = total / static_cast<double>(count);
+  result.perplexity = std::exp(result.loss);
+  return result;
 }
 
 }  // namespace tram::hf::models

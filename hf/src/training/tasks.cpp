@@ -62,14 +62,13 @@ void report_load(const Options& options, const LoadReport& report) {
 }
 
 // Runs `body` on consecutive slices [begin, end) of n examples, in eval mode
-// and without gradients, restoring the module's mode afterwards.
+// and without gradients; every submodule's own mode comes back afterwards,
+// also when `body` throws.
 template <class Body>
 void for_each_eval_batch(torch::nn::Module& module, int64_t n, int64_t batch_size, Body&& body) {
-  const bool was_training = module.is_training();
-  module.eval();
+  tram::EvalModeGuard eval_mode(module);
   torch::NoGradGuard no_grad;
   for (int64_t begin = 0; begin < n; begin += batch_size) body(begin, std::min(n, begin + batch_size));
-  module.train(was_training);
 }
 
 std::vector<int64_t> range(int64_t begin, int64_t end) {
@@ -213,20 +212,14 @@ class CausalLmTask : public Task {
   tram::PassOutput forward(const std::vector<int64_t>& indices, const tram::Pass& pass) override {
     const auto ids = train_.index_select(0, index_tensor(indices)).to(device_);
     const auto logits = model_->forward(ids, {}, models::perturb_hook(pass));
-    return {next_token_loss(logits, ids, torch::kMean), logits, {}};
+    return {models::causal_lm_loss(models::next_token_logits(logits), ids), logits, {}};
   }
 
   std::vector<std::string> eval_names() const override { return names_; }
 
   Metrics evaluate(size_t set, int64_t batch_size) override {
-    const auto& blocks = eval_.at(set);
-    double nll = 0.0;
-    for_each_eval_batch(*model_, blocks.size(0), batch_size, [&](int64_t begin, int64_t end) {
-      const auto ids = blocks.slice(0, begin, end).to(device_);
-      nll += next_token_loss(model_->forward(ids), ids, torch::kSum).item<double>();
-    });
-    const double loss = nll / static_cast<double>(blocks.size(0) * (block_ - 1));
-    return {{"loss", loss}, {"perplexity", std::exp(loss)}};
+    const auto result = models::evaluate_causal_lm(model_, eval_.at(set), batch_size);
+    return {{"loss", result.loss}, {"perplexity", result.perplexity}};
   }
 
   void save_pretrained(const fs::path& directory) const override {
@@ -235,19 +228,6 @@ class CausalLmTask : public Task {
   }
 
  private:
-  static torch::Tensor next_token_loss(const torch::Tensor& logits, const torch::Tensor& ids,
-                                       torch::enumtype::kMean) {
-    return F::cross_entropy(shifted(logits), ids.slice(1, 1).reshape(-1));
-  }
-  static torch::Tensor next_token_loss(const torch::Tensor& logits, const torch::Tensor& ids,
-                                       torch::enumtype::kSum) {
-    return F::cross_entropy(shifted(logits), ids.slice(1, 1).reshape(-1),
-                            F::CrossEntropyFuncOptions().reduction(torch::kSum));
-  }
-  static torch::Tensor shifted(const torch::Tensor& logits) {
-    return logits.slice(1, 0, logits.size(1) - 1).reshape({-1, logits.size(-1)});
-  }
-
   torch::Tensor read_blocks(const std::string& path) const {
     const auto tokens = data::tokenize_documents(*tokenizer_, data::read_documents(path));
     torch::Tensor blocks = data::pack_blocks(tokens, block_);

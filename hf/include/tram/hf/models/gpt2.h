@@ -109,4 +109,29 @@ TORCH_MODULE(GPT2LMHeadModel);
 // options.num_labels does not apply to a language model and is rejected.
 Pretrained<GPT2LMHeadModel> load_gpt2(const std::filesystem::path& directory, const PretrainedOptions& options = {});
 
+// ---------------------------------------------------------------------------
+// Causal language modelling: the loss and its evaluation (tram-gpt2 and the
+// study's language-model experiment)
+// ---------------------------------------------------------------------------
+
+// The logits that predict a next token: every position but the last,
+// logits[:, :-1] ([B, T-1, V], a view of `logits` [B, T, V]).
+torch::Tensor next_token_logits(const torch::Tensor& logits);
+
+// The mean cross-entropy of next_token_logits(...) `predicting` [B, T-1, V]
+// against the tokens they predict, input_ids[:, 1:] ([B, T]).
+torch::Tensor causal_lm_loss(const torch::Tensor& predicting, const torch::Tensor& input_ids);
+
+struct CausalLmEvaluation {
+  double loss = 0.0;        // mean next-token cross-entropy over the set's predictions
+  double perplexity = 0.0;  // exp(loss)
+};
+
+// Evaluates `model` on the rows of `blocks` [N, T] (token ids, full blocks),
+// in eval mode (tram::EvalModeGuard: every submodule's own flag comes back)
+// and without gradients, `batch_size` rows at a time, each batch moved to the
+// model's device: every batch's mean loss is weighted by its N_b (T - 1)
+// predictions and summed in double.
+CausalLmEvaluation evaluate_causal_lm(GPT2LMHeadModel& model, const torch::Tensor& blocks, int64_t batch_size);
+
 }  // namespace tram::hf::models
