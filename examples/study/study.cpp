@@ -2,12 +2,12 @@
 
 #include <tram/hf/atomic_file.h>
 #include <tram/hf/training/cli.h>
-#include <tram/hf/training/progress.h>
 
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <iomanip>
 #include <sstream>
@@ -82,35 +82,22 @@ std::unique_ptr<SharpnessAware> make_study_optimizer(const std::string& method_s
   return optimizer;
 }
 
-TrainSummary train(SharpnessAware& optimizer, const hf::training::Schedule& schedule,
-                   const std::function<ForwardClosure(int64_t)>& batch, int64_t items_per_step,
-                   const std::string& label, const std::string& unit) {
-  schedule.validate();
-  const int64_t steps = schedule.total_steps;
-  hf::training::Progress progress(label, steps, unit);
-  const int64_t tail = std::max<int64_t>(1, steps / 10);
-  double tail_loss = 0.0;
-  TrainSummary summary;
-  for (int64_t step = 0; step < steps; ++step) {
-    const double lr = schedule.lr_at(step);
-    hf::training::set_learning_rate(optimizer, lr);
-    const StepReport report = optimizer.step(batch(step));
+hf::training::LoopSummary train(SharpnessAware& optimizer, const hf::training::Schedule& schedule,
+                                const std::function<ForwardClosure(int64_t)>& batch, int64_t items_per_step,
+                                const std::string& label, const std::string& unit) {
+  hf::training::Progress progress(label, schedule.total_steps, unit);
+  hf::training::StepHooks hooks;
+  hooks.batch = batch;
+  hooks.items_per_step = items_per_step;
+  hooks.after_step = [&](int64_t step, const StepReport& report, double) {
     if (!std::isfinite(report.loss)) {
       throw std::runtime_error(label + ": the loss is " + std::to_string(report.loss) + " at step " +
                                std::to_string(step) + "; lower the learning rate");
     }
-    if (report.ascent_skipped) ++summary.skipped_ascents;
-    summary.mean_radius += (report.radius.empty() ? 0.0 : report.radius.front()) / static_cast<double>(steps);
-    summary.mean_distance += report.distance / static_cast<double>(steps);
-    if (step >= steps - tail) tail_loss += report.loss;
-    std::ostringstream metrics;
-    metrics << "loss " << std::fixed << std::setprecision(4) << report.loss << " lr " << std::scientific
-            << std::setprecision(2) << lr;
-    progress.update(step + 1, items_per_step, metrics.str());
-  }
-  summary.final_loss = tail_loss / static_cast<double>(tail);
+  };
+  const auto summary = hf::training::run_steps(optimizer, schedule, 0, schedule.total_steps, hooks, progress);
   std::ostringstream done;
-  done << "final loss " << std::fixed << std::setprecision(4) << summary.final_loss;
+  done << "final loss " << std::fixed << std::setprecision(4) << summary.tail_loss;
   progress.finish(done.str());
   return summary;
 }
@@ -122,12 +109,12 @@ torch::Tensor EpochBatches::rows_of(int64_t step) {
 }
 
 RunRecord new_record(const std::string& experiment, const std::string& method, int64_t seed,
-                     const TrainSummary& summary) {
+                     const hf::training::LoopSummary& summary) {
   RunRecord record;
   record.experiment = experiment;
   record.method = method;
   record.seed = seed;
-  record.train_loss = summary.final_loss;
+  record.train_loss = summary.tail_loss;
   record.analysis["radius"] = summary.mean_radius;
   record.analysis["d"] = summary.mean_distance;
   return record;

@@ -1,7 +1,8 @@
-// The fine-tuning pieces of tram::hf (schedule, CLI, the programs' train():
-// resume, corrupted states, data parallel) on the tiny fixture models and data
-// written at test time, and the writer of the tiny models and data the
-// programs' end-to-end CTest runs use (examples/CMakeLists.txt).
+// The fine-tuning pieces of tram::hf (schedule, CLI, the loop run_steps, the
+// programs' train(): resume, corrupted states, data parallel) on the tiny
+// fixture models and data written at test time, and the writer of the tiny
+// models and data the programs' end-to-end CTest runs use
+// (examples/CMakeLists.txt).
 #include "scratch_directory.h"
 
 #include <tram/hf/checkpoint.h>
@@ -22,6 +23,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -163,6 +165,127 @@ TEST(Schedule, SetLearningRateReachesTheBaseOptimizer) {
   auto optimizer = tram::make_optimizer("tram-prev", std::vector<torch::Tensor>{weight}, tram::parse_options("base=adam,lr=1e-3"));
   set_learning_rate(*optimizer, 0.25);
   for (const auto& group : optimizer->base().param_groups()) EXPECT_DOUBLE_EQ(group.options().get_lr(), 0.25);
+}
+
+// ----------------------------------------------------------------------------- the loop
+
+// A small classification problem for run_steps: three classes, the index
+// of the largest of the first three inputs.
+struct Classification {
+  torch::nn::Linear model{nullptr};
+  torch::Tensor x, labels;
+  Classification() {
+    torch::manual_seed(0);
+    model = torch::nn::Linear(4, 3);
+    x = torch::randn({16, 4});
+    labels = x.slice(1, 0, 3).argmax(1);
+  }
+  std::unique_ptr<tram::SharpnessAware> optimizer(const std::string& method, const std::string& options) {
+    auto made = tram::make_optimizer(method, model->parameters(), tram::parse_options(options));
+    made->set_module(model.ptr());
+    return made;
+  }
+  tram::ForwardClosure closure() {
+    return [this](const tram::Pass&) -> tram::PassOutput {
+      auto logits = model->forward(x);
+      return {torch::nn::functional::cross_entropy(logits, labels), logits, {}};
+    };
+  }
+};
+
+Progress silent_progress(int64_t steps) {
+  static std::ostream null_stream(nullptr);
+  return Progress("test", steps, "examples", null_stream, /*interactive=*/false);
+}
+
+TEST(RunSteps, TakesTheRangeInOrderAtTheScheduleRates) {
+  Classification problem;
+  auto optimizer = problem.optimizer("sam", "base=sgd,lr=0.1");
+  const Schedule schedule{ScheduleKind::kCosine, 0.1, /*warmup_steps=*/0, /*total_steps=*/10};
+  std::vector<int64_t> batches, after;
+  std::vector<double> rates, losses;
+  StepHooks hooks;
+  hooks.batch = [&](int64_t step) {
+    batches.push_back(step);
+    return problem.closure();
+  };
+  hooks.after_step = [&](int64_t step, const tram::StepReport& report, double lr) {
+    after.push_back(step);
+    rates.push_back(lr);
+    losses.push_back(report.loss);
+    // The step ran at the rate it reports.
+    EXPECT_DOUBLE_EQ(optimizer->base().param_groups().front().options().get_lr(), lr);
+  };
+  auto progress = silent_progress(schedule.total_steps);
+  const LoopSummary first = run_steps(*optimizer, schedule, 0, 4, hooks, progress);
+  EXPECT_EQ(batches, (std::vector<int64_t>{0, 1, 2, 3}));
+  EXPECT_EQ(after, batches);
+  for (size_t i = 0; i < rates.size(); ++i) EXPECT_DOUBLE_EQ(rates[i], schedule.lr_at(after[i]));
+  EXPECT_EQ(first.last_loss, losses.back());
+  EXPECT_EQ(first.tail_loss, 0.0);  // the tail (step 9) was not run
+  EXPECT_GT(first.mean_radius, 0.0);
+  EXPECT_EQ(first.mean_distance, 0.0);  // SAM has no trust region
+
+  // Resumed at 4: steps 4..9, the tail is the last step.
+  const LoopSummary rest = run_steps(*optimizer, schedule, 4, 10, hooks, progress);
+  EXPECT_EQ(batches, (std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}));
+  EXPECT_EQ(rest.tail_loss, losses.back());
+  EXPECT_LT(losses.back(), losses.front());  // it trained
+  EXPECT_EQ(rest.skipped_ascents, 0);
+
+  EXPECT_THROW(run_steps(*optimizer, schedule, 5, 11, hooks, progress), std::invalid_argument);
+  EXPECT_THROW(run_steps(*optimizer, schedule, 6, 5, hooks, progress), std::invalid_argument);
+  EXPECT_THROW(run_steps(*optimizer, schedule, 0, 1, StepHooks{}, progress), std::invalid_argument);
+}
+
+TEST(RunSteps, SummarisesTheTailRadiusAndDistance) {
+  Classification problem;
+  auto optimizer = problem.optimizer("tram-prev", "base=sgd,lr=0.05");
+  const Schedule schedule{ScheduleKind::kConstant, 0.05, /*warmup_steps=*/0, /*total_steps=*/20};  // a tail of 2
+  std::vector<tram::StepReport> reports;
+  StepHooks hooks;
+  hooks.batch = [&](int64_t) { return problem.closure(); };
+  hooks.after_step = [&](int64_t, const tram::StepReport& report, double) { reports.push_back(report); };
+  auto progress = silent_progress(schedule.total_steps);
+  const LoopSummary summary = run_steps(*optimizer, schedule, 0, 20, hooks, progress);
+  ASSERT_EQ(reports.size(), 20u);
+  double radius = 0.0, distance = 0.0;
+  for (const auto& report : reports) {
+    radius += report.radius.front() / 20.0;
+    distance += report.distance / 20.0;
+  }
+  EXPECT_EQ(summary.mean_radius, radius);
+  EXPECT_EQ(summary.mean_distance, distance);
+  EXPECT_GT(summary.mean_distance, 0.0);  // TRAM's trust-region distance
+  EXPECT_EQ(summary.tail_loss, (reports[18].loss + reports[19].loss) / 2.0);
+}
+
+TEST(RunSteps, AThrowingHookEndsTheRun) {
+  Classification problem;
+  auto optimizer = problem.optimizer("sgd", "lr=0.1");
+  const Schedule schedule{ScheduleKind::kConstant, 0.1, /*warmup_steps=*/0, /*total_steps=*/10};
+  int64_t batches = 0;
+  StepHooks hooks;
+  hooks.batch = [&](int64_t) {
+    ++batches;
+    return problem.closure();
+  };
+  hooks.after_step = [&](int64_t step, const tram::StepReport&, double) {
+    if (step == 2) throw std::runtime_error("stop at 2");
+  };
+  auto progress = silent_progress(schedule.total_steps);
+  EXPECT_THROW(run_steps(*optimizer, schedule, 0, 10, hooks, progress), std::runtime_error);
+  EXPECT_EQ(batches, 3);
+}
+
+TEST(RunSteps, EpochShuffleSeedsAreDistinctAcrossSeedsAndEpochs) {
+  std::set<uint64_t> seen;
+  for (uint64_t seed = 0; seed < 4; ++seed) {
+    for (int64_t epoch = 0; epoch < 300; ++epoch) seen.insert(epoch_shuffle_seed(seed, epoch));
+  }
+  EXPECT_EQ(seen.size(), 4u * 300u);
+  // Pinned: every program run's data order follows from it.
+  EXPECT_EQ(epoch_shuffle_seed(3, 2), 3000011u);
 }
 
 // ----------------------------------------------------------------------------- CLI

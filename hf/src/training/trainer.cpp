@@ -2,8 +2,6 @@
 
 #include <tram/hf/atomic_file.h>
 #include <tram/hf/data/split.h>
-#include <tram/hf/training/progress.h>
-#include <tram/hf/training/schedule.h>
 
 #include <tram/tram.h>
 
@@ -256,10 +254,48 @@ std::string format_metrics(const Metrics& metrics) {
 
 }  // namespace
 
+LoopSummary run_steps(tram::SharpnessAware& optimizer, const Schedule& schedule, int64_t first, int64_t end,
+                      const StepHooks& hooks, Progress& progress) {
+  schedule.validate();
+  const int64_t steps = schedule.total_steps;
+  if (first < 0 || first > end || end > steps) {
+    throw std::invalid_argument("run_steps: steps " + std::to_string(first) + " .. " + std::to_string(end) +
+                                " are not within the schedule's 0 .. " + std::to_string(steps));
+  }
+  if (!hooks.batch) throw std::invalid_argument("run_steps: StepHooks::batch is required");
+  const int64_t tail = std::max<int64_t>(1, steps / 10);
+  double tail_loss = 0.0;
+  LoopSummary summary;
+  for (int64_t step = first; step < end; ++step) {
+    const double lr = schedule.lr_at(step);
+    set_learning_rate(optimizer, lr);
+    const tram::StepReport report = optimizer.step(hooks.batch(step));
+    summary.last_loss = report.loss;
+    if (report.ascent_skipped) ++summary.skipped_ascents;
+    summary.mean_radius += (report.radius.empty() ? 0.0 : report.radius.front()) / static_cast<double>(steps);
+    summary.mean_distance += report.distance / static_cast<double>(steps);
+    if (step >= steps - tail) tail_loss += report.loss;
+    std::ostringstream shown;
+    shown << "loss " << std::fixed << std::setprecision(4) << report.loss << " lr " << std::scientific
+          << std::setprecision(2) << lr;
+    progress.update(step + 1, hooks.items_per_step, shown.str());
+    if (hooks.after_step) hooks.after_step(step, report, lr);
+  }
+  summary.tail_loss = tail_loss / static_cast<double>(tail);
+  return summary;
+}
+
 int64_t total_steps(const Options& options, int64_t train_size) {
   if (options.steps > 0) return options.steps;
   const int64_t per_epoch = train_size / options.batch_size;
   return std::max<int64_t>(1, static_cast<int64_t>(std::ceil(options.epochs * static_cast<double>(per_epoch))));
+}
+
+uint64_t epoch_shuffle_seed(uint64_t seed, int64_t epoch) {
+  // Runs with neighbouring seeds get unrelated orders: with a prime stride
+  // above any epoch count, (seed, epoch) pairs never share a shuffle seed.
+  constexpr uint64_t kSeedStride = 1000003;
+  return seed * kSeedStride + static_cast<uint64_t>(epoch);
 }
 
 RunSummary train(Task& task, const Options& options) {
@@ -326,34 +362,33 @@ RunSummary train(Task& task, const Options& options) {
 
   const int64_t per_rank = options.batch_size / options.world_size;
   const int64_t micro = per_rank / options.grad_accum;
-  const uint64_t seed = options.seed;
-  std::vector<int64_t> order = data::permutation(n, seed * 1000003ULL + static_cast<uint64_t>(position.epoch));
+  std::vector<int64_t> order = data::permutation(n, epoch_shuffle_seed(options.seed, position.epoch));
+  std::vector<std::vector<int64_t>> micro_batches;
   const int64_t stop = options.stop_after ? std::min(total, *options.stop_after) : total;
   bool saved = false;
-  while (position.step < stop) {
+  StepHooks hooks;
+  hooks.items_per_step = options.batch_size * per_example;
+  hooks.batch = [&](int64_t) {
     if (position.index + options.batch_size > n) {
       ++position.epoch;
       position.index = 0;
-      order = data::permutation(n, seed * 1000003ULL + static_cast<uint64_t>(position.epoch));
+      order = data::permutation(n, epoch_shuffle_seed(options.seed, position.epoch));
     }
     const auto shard = order.begin() + position.index + options.rank * per_rank;
-    std::vector<std::vector<int64_t>> micro_batches;
+    micro_batches.clear();
     for (int64_t m = 0; m < options.grad_accum; ++m) micro_batches.emplace_back(shard + m * micro, shard + (m + 1) * micro);
-    const double lr = schedule.lr_at(position.step);
-    set_learning_rate(*optimizer, lr);
-    const tram::StepReport report = optimizer->step(tram::ForwardClosure([&](const tram::Pass& pass) {
+    return tram::ForwardClosure([&](const tram::Pass& pass) {
       return task.forward(micro_batches.at(static_cast<size_t>(pass.micro_batch())), pass);
-    }));
+    });
+  };
+  hooks.after_step = [&](int64_t step, const tram::StepReport& report, double lr) {
     position.index += options.batch_size;
-    ++position.step;
+    position.step = step + 1;
     summary.steps = position.step;
     summary.last_loss = report.loss;
     metrics.row(position.step, "train", "loss", report.loss);
     metrics.row(position.step, "train", "lr", lr);
     if (report.distance != 0.0) metrics.row(position.step, "train", "distance", report.distance);
-    std::ostringstream shown;
-    shown << std::setprecision(4) << "loss " << report.loss << " lr " << std::setprecision(3) << std::scientific << lr;
-    progress.update(position.step, options.batch_size * per_example, shown.str());
     saved = false;
     if (options.eval_every > 0 && position.step % options.eval_every == 0 && position.step < total) {
       evaluate(position.step);
@@ -362,7 +397,8 @@ RunSummary train(Task& task, const Options& options) {
       state.save(*module, *optimizer, position);
       saved = true;
     }
-  }
+  };
+  run_steps(*optimizer, schedule, position.step, stop, hooks, progress);
   metrics.flush();
   progress.finish(position.step < total ? "stopped at step " + std::to_string(position.step) : "");
   if (!saved) state.save(*module, *optimizer, position);
