@@ -1,5 +1,6 @@
 # install() rules and the exported package: a consumer does find_package(tram)
-# and links tram::tram (which brings LibTorch through find_dependency).
+# and links tram::tram (which brings LibTorch through find_dependency), and
+# tram::hf when it was built (its dependencies come the same way).
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
@@ -9,6 +10,10 @@ install(TARGETS tram EXPORT tramTargets
         RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
         INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(DIRECTORY include/tram DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+if(TARGET tram_hf)
+  install(TARGETS tram_hf EXPORT tramTargets ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
+  install(DIRECTORY hf/include/tram/hf DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/tram)
+endif()
 install(EXPORT tramTargets NAMESPACE tram:: DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/tram)
 
 configure_package_config_file(cmake/tram-config.cmake.in

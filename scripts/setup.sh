@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building tram needs, idempotently and quietly when done:
 #   - Debian packages: a C++ toolchain, CMake, GoogleTest, nlohmann-json,
-#     SentencePiece (the XLM-R tokenizer of the examples), Gloo headers (the
+#     SentencePiece (the XLM-R tokenizer of tram::hf), Gloo headers (the
 #     data-parallel backend compiled into LibTorch), zlib; and the study's data
 #     (Fashion-MNIST, the fortunes corpora in twelve languages) and gnuplot.
 #   - LibTorch: the torch 2.11.0 wheel from PyPI in a project-local venv (.venv),

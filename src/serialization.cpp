@@ -1,5 +1,6 @@
 // Checkpoints of a tram optimizer: its own state (counters, group options,
 // parameter sets, loss scaler), then the base optimizer's in a sub-archive.
+#include <tram/checksum.h>
 #include <tram/optimizer.h>
 
 #include "engine/archive.h"
@@ -28,19 +29,10 @@ using detail::read_string;
 namespace {
 // Version 1: the state below directly in the archive. Version 2 (written
 // now): the version-1 state serialized into a byte payload, stored with its
-// length and FNV-1a checksum next to the method's name, so that a damaged
+// length and FNV-1a checksum (tram::fnv1a_64) next to the method's name, so that a damaged
 // archive (a flipped bit in a tensor, which LibTorch's reader does not
 // detect) is rejected instead of silently loaded. Both are read.
 constexpr int64_t kArchiveVersion = 2;
-
-uint64_t fnv1a(const uint8_t* data, size_t size) {
-  uint64_t hash = 14695981039346656037ull;
-  for (size_t i = 0; i < size; ++i) {
-    hash ^= data[i];
-    hash *= 1099511628211ull;
-  }
-  return hash;
-}
 
 }  // namespace
 
@@ -76,7 +68,7 @@ void SharpnessAware::save(torch::serialize::OutputArchive& archive) const {
   });
   Tensor payload = torch::empty({static_cast<int64_t>(bytes.size())}, torch::kUInt8);
   std::memcpy(payload.data_ptr<uint8_t>(), bytes.data(), bytes.size());
-  const uint64_t checksum = fnv1a(payload.data_ptr<uint8_t>(), bytes.size());
+  const uint64_t checksum = fnv1a_64(payload.data_ptr<uint8_t>(), bytes.size());
   archive.write("tram/version", c10::IValue(kArchiveVersion));
   archive.write("tram/method", c10::IValue(method_.name()));
   archive.write("tram/payload", payload, true);
@@ -109,7 +101,7 @@ void SharpnessAware::load(torch::serialize::InputArchive& archive) {
                   "the state payload has ", payload.numel(), " bytes of ", payload.scalar_type(), ", expected ", size,
                   " bytes of Byte (truncated or damaged archive)");
       payload = payload.cpu().contiguous();
-      const uint64_t actual = fnv1a(payload.data_ptr<uint8_t>(), static_cast<size_t>(size));
+      const uint64_t actual = fnv1a_64(payload.data_ptr<uint8_t>(), static_cast<size_t>(size));
       TORCH_CHECK(actual == expected, "checksum mismatch in the state payload (FNV-1a ", actual, ", saved ", expected,
                   "): the archive is damaged");
       // Onto the parameters' device, as the outer archive's tensors would be.

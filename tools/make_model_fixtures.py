@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Writes the logits-parity fixtures of the example models (ViT, GPT-2, BERT,
-RoBERTa, XLM-R) under examples/tests/fixtures/models/<name>/.
+RoBERTa, XLM-R) under hf/tests/fixtures/models/<name>/.
 
 Each fixture is a TINY randomly initialised Hugging Face model, saved exactly
 as `save_pretrained` writes it (config.json + model.safetensors, the format
 of every checkpoint on the Hub), plus `io.safetensors` holding the inputs of
 one batch and the logits Hugging Face computes for it in eval mode. The C++
-tests (examples/tests/test_models.cpp) load the checkpoint into the C++
+tests (hf/tests/test_models.cpp) load the checkpoint into the C++
 models and compare logits.
 
 CI does not run this script: it uses the committed fixtures. To regenerate
@@ -184,7 +184,7 @@ def make_roberta_like(root, name, config_class, model_class, storage_dtype, seed
 
 
 def main():
-    default_root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples", "tests", "fixtures",
+    default_root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "hf", "tests", "fixtures",
                                 "models")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.path.normpath(default_root), help="fixture root directory")

@@ -10,7 +10,7 @@ CI never runs this script, it uses the committed outputs):
       Trains three small tokenizers on the text of Debian's `fortunes` and
       `fortunes-de` packages (apt-get install fortunes fortunes-de) and writes
       them with the reference ids of held-out lines to
-      examples/tests/fixtures/tokenizers/:
+      hf/tests/fixtures/tokenizers/:
         gpt2/vocab.json, gpt2/merges.txt     ByteLevel BPE (HF `tokenizers`)
         bert/vocab.txt                       WordPiece     (HF `tokenizers`)
         xlmr/sentencepiece.bpe.model         SentencePiece unigram (`sentencepiece`)
@@ -19,7 +19,7 @@ CI never runs this script, it uses the committed outputs):
       expected.json).
 
   make_tokenizer_fixtures.py unicode-tables
-      Writes examples/common/tokenizers/unicode_tables.inc. The character
+      Writes hf/src/tokenizers/unicode_tables.inc. The character
       classes are *measured* from the reference implementation, one code point
       at a time, rather than taken from a Unicode database: HF `tokenizers`
       uses Oniguruma's tables for the GPT-2 regex and two older crates for the
@@ -34,8 +34,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = ROOT / "examples/tests/fixtures/tokenizers"
-TABLES = ROOT / "examples/common/tokenizers/unicode_tables.inc"
+FIXTURES = ROOT / "hf/tests/fixtures/tokenizers"
+TABLES = ROOT / "hf/src/tokenizers/unicode_tables.inc"
 FORTUNES = Path("/usr/share/games/fortunes")
 
 ENGLISH_FILES = ["fortunes", "literature", "science", "wisdom", "people", "politics",

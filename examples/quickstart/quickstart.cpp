@@ -34,9 +34,8 @@ Split blobs(int64_t per_class, double angle, double noise, uint64_t seed) {
 
 double accuracy(torch::nn::Sequential& model, const Split& split) {
   torch::NoGradGuard no_grad;
-  model->eval();
+  tram::EvalModeGuard eval_mode(*model);
   auto predicted = model->forward(split.x).argmax(1);
-  model->train();
   return predicted.eq(split.y).to(torch::kFloat64).mean().item<double>();
 }
 

@@ -1,6 +1,7 @@
 #include "corpora.h"
 
-#include <common/data/split.h>
+#include <tram/checksum.h>
+#include <tram/hf/data/split.h>
 
 #include <algorithm>
 #include <fstream>
@@ -167,18 +168,11 @@ std::vector<std::string> read_corpus(const CorpusSpec& spec, const fs::path& roo
   return texts;
 }
 
-uint64_t text_hash(const std::string& text) {
-  uint64_t hash = 14695981039346656037ull;
-  for (unsigned char c : text) {
-    hash ^= c;
-    hash *= 1099511628211ull;
-  }
-  return hash;
-}
+uint64_t text_hash(const std::string& text) { return tram::fnv1a_64(text); }
 
 bool is_evaluation_text(const std::string& text, double evaluation_fraction) {
   // The top 53 bits of a re-mixed hash as a uniform number in [0, 1).
-  examples::data::SplitMix64 mix(text_hash(text));
+  hf::data::SplitMix64 mix(text_hash(text));
   const double u = static_cast<double>(mix.next() >> 11) * 0x1.0p-53;
   return u < evaluation_fraction;
 }
@@ -196,7 +190,7 @@ TextSplit split_texts(const std::vector<std::string>& texts, double evaluation_f
 
 std::vector<std::string> sample_texts(const std::vector<std::string>& texts, size_t limit, uint64_t seed) {
   if (limit >= texts.size()) return texts;
-  auto order = examples::data::permutation(static_cast<int64_t>(texts.size()), seed);
+  auto order = hf::data::permutation(static_cast<int64_t>(texts.size()), seed);
   order.resize(limit);
   std::sort(order.begin(), order.end());
   std::vector<std::string> out;

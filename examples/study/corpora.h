@@ -45,7 +45,7 @@ std::vector<std::string> read_fortune_file(const std::filesystem::path& file, si
 std::vector<std::string> read_corpus(const CorpusSpec& spec,
                                      const std::filesystem::path& root = kDebianFortunesDirectory);
 
-// 64-bit FNV-1a of the text: the split's hash (fixed, so the split is the
+// 64-bit FNV-1a of the text (tram::fnv1a_64): the split's hash (fixed, so the split is the
 // same everywhere).
 uint64_t text_hash(const std::string& text);
 // Whether `text` belongs to the evaluation side for this fraction in [0, 1).

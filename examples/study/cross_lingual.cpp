@@ -2,9 +2,9 @@
 #include "corpora.h"
 #include "experiments.h"
 
-#include <common/checkpoint.h>
-#include <common/data/split.h>
-#include <common/models/bert.h>
+#include <tram/hf/checkpoint.h>
+#include <tram/hf/data/split.h>
+#include <tram/hf/models/bert.h>
 #include <tram/metrics.h>
 
 #include <nlohmann/json.hpp>
@@ -17,7 +17,7 @@
 namespace tram::study {
 
 namespace fs = std::filesystem;
-namespace models = examples::models;
+namespace models = hf::models;
 
 constexpr double kEvaluationFraction = 0.2;
 
@@ -28,7 +28,7 @@ std::vector<SpanPair> make_span_pairs(const std::vector<std::string>& texts, int
     if (text.size() >= span_bytes) usable.push_back(&text);
   }
   if (usable.empty()) throw std::runtime_error("no text of at least " + std::to_string(span_bytes) + " bytes");
-  examples::data::SplitMix64 random(seed);
+  hf::data::SplitMix64 random(seed);
   auto on_boundary = [](const std::string& text, size_t i) {
     while (i < text.size() && (static_cast<unsigned char>(text[i]) & 0xC0) == 0x80) ++i;
     return i;
@@ -189,7 +189,7 @@ class CrossLingualExperiment : public Experiment {
     reinitialise_head(*model);
     model->train();
     auto optimizer = make_study_optimizer(method, *model, s_.finetune_lr);
-    examples::training::Schedule schedule{examples::training::ScheduleKind::kPolynomial, s_.finetune_lr,
+    hf::training::Schedule schedule{hf::training::ScheduleKind::kPolynomial, s_.finetune_lr,
                                           s_.finetune_steps / 10, s_.finetune_steps};
     schedule.end_lr = 0.0;
     EpochBatches batches(finetune_.ids.size(0), s_.finetune_batch);
@@ -241,13 +241,13 @@ class CrossLingualExperiment : public Experiment {
                            {"eos_token_id", kSepToken},
                            {"layer_norm_eps", 1e-5},
                            {"num_labels", 2}};
-    examples::HfConfig config(json, "study crosslingual config");
+    hf::HfConfig config(json, "study crosslingual config");
     auto model = models::make_sequence_classifier(models::EncoderConfig::from(config));
     auto head = MaskedLmHead(s_.hidden, kEncoderVocabulary, 1e-5);
     model->register_module("lm_head", head.ptr());
     model->train();
     auto optimizer = make_study_optimizer("adam", *model, s_.pretrain_lr);
-    examples::training::Schedule schedule{examples::training::ScheduleKind::kCosine, s_.pretrain_lr,
+    hf::training::Schedule schedule{hf::training::ScheduleKind::kCosine, s_.pretrain_lr,
                                           s_.pretrain_steps / 10, s_.pretrain_steps};
     const int64_t languages_count = static_cast<int64_t>(texts_by_language.size());
     train(
@@ -291,18 +291,17 @@ class CrossLingualExperiment : public Experiment {
         s_.pretrain_batch, "crosslingual masked-LM pre-training (" + std::to_string(languages_count) + " languages)",
         "sequences");
     fs::create_directories(checkpoint_);
-    examples::save_pretrained(*model, config, checkpoint_);
+    hf::save_pretrained(*model, config, checkpoint_);
   }
 
   static double accuracy(const models::SequenceClassifier& model, const EncodedPairs& pairs) {
     torch::NoGradGuard no_grad;
-    model->eval();
+    EvalModeGuard eval_mode(*model);
     int64_t correct = 0;
     for (int64_t start = 0; start < pairs.ids.size(0); start += 256) {
       auto batch = pairs.slice(start, start + 256);
       correct += model->forward(batch.ids, batch.mask).argmax(1).eq(batch.labels).sum().item<int64_t>();
     }
-    model->train();
     return static_cast<double>(correct) / static_cast<double>(pairs.ids.size(0));
   }
 
@@ -313,7 +312,7 @@ class CrossLingualExperiment : public Experiment {
   // token average is compared instead.)
   static torch::Tensor features(const models::SequenceClassifier& model, const EncodedPairs& pairs) {
     torch::NoGradGuard no_grad;
-    model->eval();
+    EvalModeGuard eval_mode(*model);
     std::vector<torch::Tensor> rows;
     for (int64_t start = 0; start < pairs.ids.size(0); start += 256) {
       auto batch = pairs.slice(start, start + 256);
@@ -321,7 +320,6 @@ class CrossLingualExperiment : public Experiment {
       auto weights = batch.mask.to(hidden.scalar_type()).unsqueeze(-1);
       rows.push_back((hidden * weights).sum(1) / weights.sum(1));
     }
-    model->train();
     return torch::cat(rows);
   }
 

@@ -2,22 +2,21 @@
 #include "corpora.h"
 #include "experiments.h"
 
-#include <common/checkpoint.h>
-#include <common/data/lm_text.h>
-#include <common/data/split.h>
-#include <common/models/gpt2.h>
+#include <tram/hf/checkpoint.h>
+#include <tram/hf/data/lm_text.h>
+#include <tram/hf/data/split.h>
+#include <tram/hf/models/gpt2.h>
 
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include <chrono>
-#include <cmath>
 #include <sstream>
 
 namespace tram::study {
 
 namespace fs = std::filesystem;
-namespace models = examples::models;
+namespace models = hf::models;
 
 // Evaluation text is the hash-selected 20% of each domain (corpora.h).
 constexpr double kEvaluationFraction = 0.2;
@@ -42,26 +41,28 @@ const std::vector<std::string>& lm_evaluation_domains() {
 namespace {
 
 torch::Tensor blocks_of(const std::vector<std::string>& texts, int64_t block) {
-  return examples::data::pack_blocks(lm_token_ids(texts), block);
+  return hf::data::pack_blocks(lm_token_ids(texts), block);
 }
 
 // At most `limit` rows of `blocks`, a fixed random subset (data seed 0).
 torch::Tensor subset_rows(const torch::Tensor& blocks, int64_t limit) {
   if (blocks.size(0) <= limit) return blocks;
-  auto order = examples::data::permutation(blocks.size(0), 0);
+  auto order = hf::data::permutation(blocks.size(0), 0);
   order.resize(static_cast<size_t>(limit));
   std::sort(order.begin(), order.end());
   return blocks.index_select(0, torch::tensor(order));
 }
 
+// The pass's output keeps only the logits that predict a token (the last
+// position predicts nothing): the trust-region distances compare those.
 PassOutput causal_lm_pass(models::GPT2LMHeadModel& model, const torch::Tensor& ids, const Pass* pass) {
   auto logits = pass ? model->forward(ids, {}, models::perturb_hook(*pass)) : model->forward(ids);
-  // Position t predicts token t+1; the last position predicts nothing.
-  auto predicting = logits.slice(1, 0, -1);
-  auto loss = torch::nn::functional::cross_entropy(predicting.reshape({-1, predicting.size(-1)}),
-                                                   ids.slice(1, 1).reshape({-1}));
-  return {loss, predicting, {}};
+  auto predicting = models::next_token_logits(logits);
+  return {models::causal_lm_loss(predicting, ids), predicting, {}};
 }
+
+// Rows per evaluation batch.
+constexpr int64_t kEvaluationBatch = 64;
 
 class LanguageModelExperiment : public Experiment {
  public:
@@ -129,7 +130,7 @@ class LanguageModelExperiment : public Experiment {
     auto model = models::load_gpt2(checkpoint_).model;
     model->train();
     auto optimizer = make_study_optimizer(method, *model, s_.finetune_lr);
-    examples::training::Schedule schedule{examples::training::ScheduleKind::kPolynomial, s_.finetune_lr,
+    hf::training::Schedule schedule{hf::training::ScheduleKind::kPolynomial, s_.finetune_lr,
                                           s_.finetune_steps / 10, s_.finetune_steps};
     schedule.end_lr = 0.0;
     EpochBatches batches(finetune_blocks_.size(0), s_.finetune_batch);
@@ -165,11 +166,11 @@ class LanguageModelExperiment : public Experiment {
                            {"bos_token_id", kLmEndOfText},
                            {"eos_token_id", kLmEndOfText},
                            {"tie_word_embeddings", true}};
-    examples::HfConfig config(json, "study lm config");
+    hf::HfConfig config(json, "study lm config");
     models::GPT2LMHeadModel model(models::GPT2Config::from(config));
     model->train();
     auto optimizer = make_study_optimizer("adam", *model, s_.pretrain_lr);
-    examples::training::Schedule schedule{examples::training::ScheduleKind::kCosine, s_.pretrain_lr,
+    hf::training::Schedule schedule{hf::training::ScheduleKind::kCosine, s_.pretrain_lr,
                                           s_.pretrain_steps / 10, s_.pretrain_steps};
     const int64_t n = blocks.size(0);
     train(
@@ -181,24 +182,12 @@ class LanguageModelExperiment : public Experiment {
         s_.pretrain_batch * s_.block, "lm pre-training (" + std::to_string(lm_pretraining_domains().size()) + " domains)",
         "tokens");
     fs::create_directories(checkpoint_);
-    examples::save_pretrained(*model, config, checkpoint_);
+    hf::save_pretrained(*model, config, checkpoint_);
   }
 
   // exp(mean next-byte cross-entropy) over the blocks.
   static double perplexity(models::GPT2LMHeadModel& model, const torch::Tensor& blocks) {
-    torch::NoGradGuard no_grad;
-    model->eval();
-    double total = 0.0;
-    int64_t count = 0;
-    for (int64_t start = 0; start < blocks.size(0); start += 64) {
-      auto ids = blocks.slice(0, start, start + 64);
-      auto out = causal_lm_pass(model, ids, nullptr);
-      const int64_t predictions = ids.size(0) * (ids.size(1) - 1);
-      total += out.loss.item<double>() * static_cast<double>(predictions);
-      count += predictions;
-    }
-    model->train();
-    return std::exp(total / static_cast<double>(count));
+    return models::evaluate_causal_lm(model, blocks, kEvaluationBatch).perplexity;
   }
 
   LanguageModelSettings s_;

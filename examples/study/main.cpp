@@ -7,7 +7,7 @@
 #include "experiments.h"
 #include "report.h"
 
-#include <common/training/progress.h>
+#include <tram/hf/training/progress.h>
 
 #include <torch/torch.h>
 
@@ -218,7 +218,7 @@ int main(int argc, char** argv) {
           std::cout << "--- run " << done + 1 << "/" << to_do << ": " << name << " " << method << " seed " << seed;
           if (done > 0) {
             std::cout << " (overall ETA "
-                      << tram::examples::training::Progress::format_duration(run_seconds / done * (to_do - done))
+                      << tram::hf::training::Progress::format_duration(run_seconds / done * (to_do - done))
                       << ")";
           }
           std::cout << "\n" << std::flush;
@@ -256,7 +256,7 @@ int main(int argc, char** argv) {
       }
     }
     std::ofstream(out / "REPORT.md") << report.str();
-    std::cout << "\nstudy finished in " << tram::examples::training::Progress::format_duration(elapsed()) << " ("
+    std::cout << "\nstudy finished in " << tram::hf::training::Progress::format_duration(elapsed()) << " ("
               << done << " runs computed, the rest read from " << out.string() << "); report: "
               << (out / "REPORT.md").string() << "\n";
     return 0;

@@ -1,11 +1,13 @@
 #include "study.h"
 
-#include <common/training/progress.h>
+#include <tram/hf/atomic_file.h>
+#include <tram/hf/training/cli.h>
 
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <iomanip>
 #include <sstream>
@@ -35,15 +37,9 @@ void save_record(const RunRecord& record, const fs::path& file) {
   json["seconds"] = record.seconds;
   json["fingerprint"] = record.fingerprint;
   fs::create_directories(file.parent_path());
-  // Write then rename: an interrupted study never leaves a half record that
-  // would later read as finished.
-  const fs::path partial = file.string() + ".partial";
-  {
-    std::ofstream out(partial);
-    out << json.dump(2) << "\n";
-    if (!out) throw std::runtime_error("cannot write " + partial.string());
-  }
-  fs::rename(partial, file);
+  // Atomically: an interrupted study never leaves a half record that would
+  // later read as finished.
+  hf::write_text_atomically(file, json.dump(2) + "\n");
 }
 
 bool load_record(const fs::path& file, RunRecord& record) {
@@ -72,47 +68,36 @@ std::unique_ptr<SharpnessAware> make_study_optimizer(const std::string& method_s
                                                      double lr) {
   const size_t colon = method_spec.find(':');
   const std::string method = method_spec.substr(0, colon);
-  std::ostringstream options;
+  // The method's own options first: the study's defaults fill only what they leave out.
+  OptionMap options = colon == std::string::npos ? OptionMap{} : parse_options(method_spec.substr(colon + 1));
   const auto& bases = base_names();
   // A plain base name is the optimizer itself; anything else wraps Adam.
-  if (std::find(bases.begin(), bases.end(), method) == bases.end()) options << "base=adam,";
-  options << "lr=" << std::setprecision(17) << lr;
-  if (method != "sgd") options << ",beta1=0.9,beta2=0.99";  // Adam or AdamW, itself or as the base
-  if (colon != std::string::npos) options << "," << method_spec.substr(colon + 1);
-  auto optimizer = make_optimizer(method, model.parameters(), parse_options(options.str()));
+  if (std::find(bases.begin(), bases.end(), method) == bases.end() && !options.count("base")) {
+    options["base"] = std::string("adam");
+  }
+  if (!options.count("lr")) options["lr"] = lr;
+  if (method != "sgd") hf::training::default_to_paper_betas(options);  // Adam or AdamW, itself or as the base
+  auto optimizer = make_optimizer(method, model.parameters(), options);
   optimizer->set_module(model.shared_from_this());
   return optimizer;
 }
 
-TrainSummary train(SharpnessAware& optimizer, const examples::training::Schedule& schedule,
-                   const std::function<ForwardClosure(int64_t)>& batch, int64_t items_per_step,
-                   const std::string& label, const std::string& unit) {
-  schedule.validate();
-  const int64_t steps = schedule.total_steps;
-  examples::training::Progress progress(label, steps, unit);
-  const int64_t tail = std::max<int64_t>(1, steps / 10);
-  double tail_loss = 0.0;
-  TrainSummary summary;
-  for (int64_t step = 0; step < steps; ++step) {
-    const double lr = schedule.lr_at(step);
-    examples::training::set_learning_rate(optimizer, lr);
-    const StepReport report = optimizer.step(batch(step));
+hf::training::LoopSummary train(SharpnessAware& optimizer, const hf::training::Schedule& schedule,
+                                const std::function<ForwardClosure(int64_t)>& batch, int64_t items_per_step,
+                                const std::string& label, const std::string& unit) {
+  hf::training::Progress progress(label, schedule.total_steps, unit);
+  hf::training::StepHooks hooks;
+  hooks.batch = batch;
+  hooks.items_per_step = items_per_step;
+  hooks.after_step = [&](int64_t step, const StepReport& report, double) {
     if (!std::isfinite(report.loss)) {
       throw std::runtime_error(label + ": the loss is " + std::to_string(report.loss) + " at step " +
                                std::to_string(step) + "; lower the learning rate");
     }
-    if (report.ascent_skipped) ++summary.skipped_ascents;
-    summary.mean_radius += (report.radius.empty() ? 0.0 : report.radius.front()) / static_cast<double>(steps);
-    summary.mean_distance += report.distance / static_cast<double>(steps);
-    if (step >= steps - tail) tail_loss += report.loss;
-    std::ostringstream metrics;
-    metrics << "loss " << std::fixed << std::setprecision(4) << report.loss << " lr " << std::scientific
-            << std::setprecision(2) << lr;
-    progress.update(step + 1, items_per_step, metrics.str());
-  }
-  summary.final_loss = tail_loss / static_cast<double>(tail);
+  };
+  const auto summary = hf::training::run_steps(optimizer, schedule, 0, schedule.total_steps, hooks, progress);
   std::ostringstream done;
-  done << "final loss " << std::fixed << std::setprecision(4) << summary.final_loss;
+  done << "final loss " << std::fixed << std::setprecision(4) << summary.tail_loss;
   progress.finish(done.str());
   return summary;
 }
@@ -124,12 +109,12 @@ torch::Tensor EpochBatches::rows_of(int64_t step) {
 }
 
 RunRecord new_record(const std::string& experiment, const std::string& method, int64_t seed,
-                     const TrainSummary& summary) {
+                     const hf::training::LoopSummary& summary) {
   RunRecord record;
   record.experiment = experiment;
   record.method = method;
   record.seed = seed;
-  record.train_loss = summary.final_loss;
+  record.train_loss = summary.tail_loss;
   record.analysis["radius"] = summary.mean_radius;
   record.analysis["d"] = summary.mean_distance;
   return record;

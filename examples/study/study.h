@@ -12,7 +12,7 @@
 
 #include <tram/tram.h>
 
-#include <common/training/schedule.h>
+#include <tram/hf/training/trainer.h>
 
 #include <cstdint>
 #include <filesystem>
@@ -74,30 +74,26 @@ class Experiment {
 };
 
 // ---------------------------------------------------------------------------
-// Training: one loop for pre-training and every fine-tuning run
+// Training: every pre-training and fine-tuning run on tram::hf's loop
 // ---------------------------------------------------------------------------
 
 // The optimizer of a run: `method` (a tram factory name, or a plain base,
 // optionally followed by ':' and factory options, "tram-prev:scale=100")
-// wrapped around Adam with betas (0.9, 0.99) (the paper's, docs/ALGORITHMS.md
-// §10; "adam"/"adamw" alone are the plain optimizers, "sgd" plain SGD), the
-// method's own options at the factory's defaults (the paper's radii).
+// wrapped around Adam with the paper's betas (hf::training::kPaperAdamBetas,
+// docs/ALGORITHMS.md §10; "adam"/"adamw" alone are the plain optimizers,
+// "sgd" plain SGD), the method's own options at the factory's defaults (the
+// paper's radii).
 std::unique_ptr<SharpnessAware> make_study_optimizer(const std::string& method, torch::nn::Module& model,
                                                      double lr);
 
-struct TrainSummary {
-  double final_loss = 0.0;  // mean pass-1 loss over the last 10% of steps
-  double mean_radius = 0.0;    // mean ascent radius of the first group (0 without an ascent)
-  double mean_distance = 0.0;  // mean trust-region distance d (0 without one)
-  int64_t skipped_ascents = 0;
-};
-
-// Runs `steps` optimizer steps; batch(step) returns the forward closure of
-// that step's batch. The learning rate follows `schedule`; a progress bar
-// (or plain lines) reports loss, rate, throughput and ETA under `label`.
-TrainSummary train(SharpnessAware& optimizer, const examples::training::Schedule& schedule,
-                   const std::function<ForwardClosure(int64_t)>& batch, int64_t items_per_step,
-                   const std::string& label, const std::string& unit);
+// Runs the schedule's steps with hf::training::run_steps; batch(step)
+// returns the forward closure of that step's batch. A progress bar (or plain
+// lines) reports loss, rate, throughput and ETA under `label`. Throws naming
+// the step when the loss is not finite. The summary's tail_loss is the
+// record's train_loss.
+hf::training::LoopSummary train(SharpnessAware& optimizer, const hf::training::Schedule& schedule,
+                                const std::function<ForwardClosure(int64_t)>& batch, int64_t items_per_step,
+                                const std::string& label, const std::string& unit);
 
 // The rows of each fine-tuning step's batch: consecutive slices of a random
 // permutation of 0..rows-1, a new permutation at the start of every epoch,
@@ -117,7 +113,7 @@ class EpochBatches {
 // (identity, training loss, mean radius and d); the
 // experiment adds its metrics, analysis, time and fingerprint.
 RunRecord new_record(const std::string& experiment, const std::string& method, int64_t seed,
-                     const TrainSummary& summary);
+                     const hf::training::LoopSummary& summary);
 
 // Writes/reads a pre-trained checkpoint together with a stamp of the
 // settings that made it: a checkpoint with another stamp is made again.

@@ -1,10 +1,10 @@
 // Vision experiment: Fashion-MNIST (Debian's dataset-fashion-mnist).
 #include "experiments.h"
 
-#include <common/checkpoint.h>
-#include <common/data/image_datasets.h>
-#include <common/data/split.h>
-#include <common/models/vit.h>
+#include <tram/hf/checkpoint.h>
+#include <tram/hf/data/image_datasets.h>
+#include <tram/hf/data/split.h>
+#include <tram/hf/models/vit.h>
 
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
@@ -17,7 +17,7 @@
 namespace tram::study {
 
 namespace fs = std::filesystem;
-namespace models = examples::models;
+namespace models = hf::models;
 
 torch::Tensor rotate_images(const torch::Tensor& images, double degrees) {
   const double angle = degrees * M_PI / 180.0;
@@ -65,10 +65,10 @@ struct Images {
 // The images whose label is in [first, first + 5), labels shifted to 0..4;
 // at most `limit` of them, a fixed random subset (data seed 0: the same for
 // every method and seed).
-Images select_classes(const examples::data::ImageClassification& data, int64_t first, int64_t limit) {
+Images select_classes(const hf::data::ImageClassification& data, int64_t first, int64_t limit) {
   auto keep = (data.labels >= first).logical_and(data.labels < first + 5).nonzero().squeeze(1);
   if (limit > 0 && limit < keep.size(0)) {
-    auto order = examples::data::permutation(keep.size(0), /*seed=*/0);
+    auto order = hf::data::permutation(keep.size(0), /*seed=*/0);
     order.resize(static_cast<size_t>(limit));
     std::sort(order.begin(), order.end());
     keep = keep.index_select(0, torch::tensor(order));
@@ -109,8 +109,8 @@ class VisionExperiment : public Experiment {
   }
 
   void prepare(const fs::path& cache_dir) override {
-    const auto train = examples::data::read_mnist_split(examples::data::kDebianFashionMnistDirectory, true);
-    const auto test = examples::data::read_mnist_split(examples::data::kDebianFashionMnistDirectory, false);
+    const auto train = hf::data::read_mnist_split(hf::data::kDebianFashionMnistDirectory, true);
+    const auto test = hf::data::read_mnist_split(hf::data::kDebianFashionMnistDirectory, false);
     finetune_ = select_classes(train, 5, s_.finetune_examples);
     const Images evaluation = select_classes(test, 5, s_.eval_examples);
     eval_labels_ = evaluation.labels;
@@ -141,7 +141,7 @@ class VisionExperiment : public Experiment {
     }
     model->train();
     auto optimizer = make_study_optimizer(method, *model, s_.finetune_lr);
-    examples::training::Schedule schedule{examples::training::ScheduleKind::kCosine, s_.finetune_lr, 0,
+    hf::training::Schedule schedule{hf::training::ScheduleKind::kCosine, s_.finetune_lr, 0,
                                           s_.finetune_steps};
     EpochBatches batches(finetune_.images.size(0), s_.finetune_batch);
     const auto started = std::chrono::steady_clock::now();
@@ -183,11 +183,11 @@ class VisionExperiment : public Experiment {
                            {"num_channels", 1},
                            {"qkv_bias", true},
                            {"num_labels", 5}};
-    examples::HfConfig config(json, "study vision config");
+    hf::HfConfig config(json, "study vision config");
     models::ViTForImageClassification model(models::ViTConfig::from(config));
     model->train();
     auto optimizer = make_study_optimizer("adam", *model, s_.pretrain_lr);
-    examples::training::Schedule schedule{examples::training::ScheduleKind::kCosine, s_.pretrain_lr,
+    hf::training::Schedule schedule{hf::training::ScheduleKind::kCosine, s_.pretrain_lr,
                                           s_.pretrain_steps / 10, s_.pretrain_steps};
     const int64_t n = data.images.size(0);
     train(
@@ -203,18 +203,17 @@ class VisionExperiment : public Experiment {
         },
         s_.pretrain_batch, "vision pre-training (classes 0-4)", "images");
     fs::create_directories(checkpoint_);
-    examples::save_pretrained(*model, config, checkpoint_);
+    hf::save_pretrained(*model, config, checkpoint_);
   }
 
   double accuracy(models::ViTForImageClassification& model, const torch::Tensor& images) const {
     torch::NoGradGuard no_grad;
-    model->eval();
+    EvalModeGuard eval_mode(*model);
     int64_t correct = 0;
     for (int64_t start = 0; start < images.size(0); start += 500) {
       auto logits = model->forward(images.slice(0, start, start + 500));
       correct += logits.argmax(1).eq(eval_labels_.slice(0, start, start + 500)).sum().item<int64_t>();
     }
-    model->train();
     return static_cast<double>(correct) / static_cast<double>(images.size(0));
   }
 

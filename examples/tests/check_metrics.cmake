@@ -1,7 +1,8 @@
-# Runs one example program and checks the metrics it wrote:
-#   cmake -DPROGRAM=tram-vit "-DARGUMENTS=--model ... --steps 3" -DOUT=dir -DSPLIT=test -P check_metrics.cmake
-# Fails unless the program exits 0 and OUT/metrics.csv has the header, training
-# loss rows and rows of the evaluation set SPLIT.
+# Runs one example program and checks what it wrote:
+#   cmake -DPROGRAM=tram-vit "-DARGUMENTS=--model ... --steps 3" -DOUT=dir -DSPLIT=test -DSTEPS=3 -P check_metrics.cmake
+# Fails unless the program exits 0, OUT/metrics.csv has the header, training
+# loss rows and rows of the evaluation set SPLIT, OUT/summary.json records
+# STEPS steps, and OUT/checkpoint/ has the fine-tuned config and weights.
 separate_arguments(arguments UNIX_COMMAND "${ARGUMENTS}")
 file(MAKE_DIRECTORY ${OUT})
 execute_process(COMMAND ${PROGRAM} ${arguments} --out ${OUT} RESULT_VARIABLE code OUTPUT_VARIABLE output ERROR_VARIABLE output)
@@ -24,4 +25,14 @@ list(LENGTH eval_rows eval_count)
 if(train_rows LESS 3 OR eval_count LESS 2)
   message(FATAL_ERROR "metrics.csv has ${train_rows} training-loss rows and ${eval_count} '${SPLIT}' rows; expected >= 3 and >= 2")
 endif()
-message(STATUS "${OUT}/metrics.csv: ${count} rows")
+file(READ ${OUT}/summary.json summary)
+string(JSON steps ERROR_VARIABLE json_error GET "${summary}" steps)
+if(json_error OR NOT steps EQUAL STEPS)
+  message(FATAL_ERROR "${OUT}/summary.json: steps '${steps}' (${json_error}), expected ${STEPS}")
+endif()
+foreach(file config.json model.safetensors)
+  if(NOT EXISTS ${OUT}/checkpoint/${file})
+    message(FATAL_ERROR "${OUT}/checkpoint/${file} was not written")
+  endif()
+endforeach()
+message(STATUS "${OUT}/metrics.csv: ${count} rows; summary.json: ${steps} steps; checkpoint written")

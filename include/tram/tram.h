@@ -2,6 +2,7 @@
 // The one include users need.
 #pragma once
 
+#include <tram/checksum.h>
 #include <tram/closure.h>
 #include <tram/distributed.h>
 #include <tram/eval_mode.h>

@@ -1,6 +1,7 @@
 # Configures, builds and runs the consumer project in one ctest step.
 # Inputs: MODE (find_package | add_subdirectory), SOURCE, BINARY, TRAM_SOURCE,
-# PREFIX (the install prefix for find_package), Torch_DIR, CMAKE_BUILD_TYPE.
+# PREFIX (the install prefix for find_package), Torch_DIR, CMAKE_BUILD_TYPE,
+# and RUN_ARGUMENTS (optional) for the consumer program.
 file(REMOVE_RECURSE ${BINARY})
 execute_process(
   COMMAND ${CMAKE_COMMAND} -S ${SOURCE} -B ${BINARY}
@@ -16,7 +17,7 @@ execute_process(COMMAND ${CMAKE_COMMAND} --build ${BINARY} -j2
 if(NOT result EQUAL 0)
   message(FATAL_ERROR "consumer (${MODE}) failed to build:\n${out}")
 endif()
-execute_process(COMMAND ${BINARY}/consumer RESULT_VARIABLE result OUTPUT_VARIABLE out ERROR_VARIABLE out)
+execute_process(COMMAND ${BINARY}/consumer ${RUN_ARGUMENTS} RESULT_VARIABLE result OUTPUT_VARIABLE out ERROR_VARIABLE out)
 message(STATUS "${out}")
 if(NOT result EQUAL 0)
   message(FATAL_ERROR "consumer (${MODE}) ran but failed (${result}):\n${out}")

@@ -4,7 +4,7 @@
 #include "experiments.h"
 #include "report.h"
 
-#include <tests/scratch_directory.h>
+#include "scratch_directory.h"
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -41,7 +41,7 @@ bool valid_utf8(const std::string& text) {
 }
 
 TEST(StudyCorpora, ReadsFortuneFilesAndCleansThem) {
-  examples::testing::ScratchDirectory scratch("study_fortunes");
+  hf::testing::ScratchDirectory scratch("study_fortunes");
   const fs::path file = scratch.path() / "domain";
   {
     std::ofstream out(file, std::ios::binary);

@@ -1,0 +1,435 @@
+#include <tram/hf/training/trainer.h>
+
+#include <tram/hf/atomic_file.h>
+#include <tram/hf/data/split.h>
+
+#include <tram/tram.h>
+
+#include <ATen/Context.h>
+#include <torch/csrc/distributed/c10d/Backend.hpp>
+#include <torch/serialize/input-archive.h>
+#include <torch/serialize/output-archive.h>
+#include <torch/utils.h>
+#include <nlohmann/json.hpp>
+#include <zlib.h>
+
+#include <cmath>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+#include <stdexcept>
+
+namespace tram::hf::training {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+constexpr const char* kStateFormat = "tram-run-state-1";
+
+// CRC-32 and size of a file, to reject truncated or corrupted states before
+// LibTorch's reader sees them.
+std::pair<uint64_t, uint32_t> file_crc(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) throw std::runtime_error("run state " + file.string() + ": cannot be opened");
+  std::vector<char> buffer(1 << 20);
+  uLong crc = crc32(0L, Z_NULL, 0);
+  uint64_t size = 0;
+  while (in) {
+    in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+    const auto got = in.gcount();
+    if (got <= 0) break;
+    crc = crc32(crc, reinterpret_cast<const Bytef*>(buffer.data()), static_cast<uInt>(got));
+    size += static_cast<uint64_t>(got);
+  }
+  return {size, static_cast<uint32_t>(crc)};
+}
+
+std::vector<torch::Device> generator_devices(const Options& options) {
+  std::vector<torch::Device> devices = {torch::kCPU};
+  if (options.device == "cuda") devices.emplace_back(torch::kCUDA, 0);
+  return devices;
+}
+
+void write_rng(torch::serialize::OutputArchive& archive, const Options& options) {
+  for (const auto& device : generator_devices(options)) {
+    auto generator = at::globalContext().defaultGenerator(device);
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    archive.write(std::string("rng/") + c10::DeviceTypeName(device.type(), true), generator.get_state());
+  }
+}
+
+void read_rng(torch::serialize::InputArchive& archive, const Options& options) {
+  for (const auto& device : generator_devices(options)) {
+    torch::Tensor state;
+    archive.read(std::string("rng/") + c10::DeviceTypeName(device.type(), true), state);
+    auto generator = at::globalContext().defaultGenerator(device);
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    generator.set_state(state);
+  }
+}
+
+void save_archive(torch::serialize::OutputArchive& archive, const fs::path& file) {
+  write_file_atomically(file, [&](const fs::path& temporary) { archive.save_to(temporary.string()); });
+}
+
+int64_t read_integer(torch::serialize::InputArchive& archive, const std::string& key) {
+  c10::IValue value;
+  archive.read(key, value);
+  return value.toInt();
+}
+
+// What must match between the run that wrote a state and the one resuming it.
+json run_settings(const Options& options, int64_t train_size, int64_t total) {
+  return {{"program", program_name(options.program)},
+          {"optimizer", options.optimizer},
+          {"optimizer_options", options.optimizer_options},
+          {"batch_size", options.batch_size},
+          {"grad_accum", options.grad_accum},
+          {"world_size", options.world_size},
+          {"seed", options.seed},
+          {"train_size", train_size},
+          {"total_steps", total}};
+}
+
+struct Position {
+  int64_t step = 0;
+  int64_t epoch = 0;
+  int64_t index = 0;  // within the epoch's shuffle
+};
+
+class RunState {
+ public:
+  RunState(const Options& options, json settings) : options_(options), settings_(std::move(settings)) {
+    directory_ = options.out / "state";
+  }
+
+  void save(torch::nn::Module& module, const tram::SharpnessAware& optimizer, const Position& position) const {
+    fs::create_directories(directory_);
+    if (options_.rank != 0) {
+      torch::serialize::OutputArchive archive;
+      write_rng(archive, options_);
+      save_archive(archive, directory_ / ("rng-rank" + std::to_string(options_.rank) + ".pt"));
+      return;
+    }
+    torch::serialize::OutputArchive archive;
+    torch::serialize::OutputArchive model(archive.compilation_unit()), state(archive.compilation_unit());
+    module.save(model);
+    optimizer.save(state);
+    archive.write("model", model);
+    archive.write("optimizer", state);
+    archive.write("run/step", c10::IValue(position.step));
+    archive.write("run/epoch", c10::IValue(position.epoch));
+    archive.write("run/index", c10::IValue(position.index));
+    write_rng(archive, options_);
+    const fs::path file = directory_ / "run.pt";
+    save_archive(archive, file);
+    const auto [bytes, crc] = file_crc(file);
+    json meta = {{"format", kStateFormat},
+                 {"file", "run.pt"},
+                 {"bytes", bytes},
+                 {"crc32", crc},
+                 {"step", position.step},
+                 {"epoch", position.epoch},
+                 {"index", position.index},
+                 {"settings", settings_}};
+    write_text_atomically(directory_ / "run.json", meta.dump(2) + "\n");
+  }
+
+  Position load(torch::nn::Module& module, tram::SharpnessAware& optimizer) const {
+    const fs::path meta_file = directory_ / "run.json", file = directory_ / "run.pt";
+    auto fail = [](const fs::path& where, const std::string& what) -> std::runtime_error {
+      return std::runtime_error("run state " + where.string() + ": " + what);
+    };
+    if (!fs::exists(meta_file)) {
+      throw fail(meta_file, "not found: nothing to resume (run without --resume to start afresh)");
+    }
+    json meta;
+    try {
+      std::ifstream in(meta_file);
+      meta = json::parse(in);
+      if (meta.value("format", "") != kStateFormat) {
+        throw std::runtime_error("format is '" + meta.value("format", "") + "', expected '" + kStateFormat + "'");
+      }
+      (void)meta.at("bytes").get<uint64_t>();
+      (void)meta.at("crc32").get<uint32_t>();
+    } catch (const std::exception& error) {
+      throw fail(meta_file, std::string("unreadable (corrupted?): ") + error.what());
+    }
+    for (const auto& [key, value] : settings_.items()) {
+      if (!meta["settings"].contains(key) || meta["settings"][key] != value) {
+        throw fail(meta_file, "written by a run with " + key + " = " +
+                                  (meta["settings"].contains(key) ? meta["settings"][key].dump() : "?") +
+                                  ", this run has " + value.dump() + "; resume with the same settings");
+      }
+    }
+    if (!fs::exists(file)) throw fail(file, "missing (run.json describes it)");
+    const auto [bytes, crc] = file_crc(file);
+    if (bytes != meta["bytes"].get<uint64_t>()) {
+      throw fail(file, std::to_string(bytes) + " bytes, expected " + meta["bytes"].dump() + " (truncated or overwritten)");
+    }
+    if (crc != meta["crc32"].get<uint32_t>()) {
+      throw fail(file, "CRC-32 mismatch (corrupted): the file's contents changed after it was written");
+    }
+    Position position;
+    try {
+      torch::serialize::InputArchive archive;
+      archive.load_from(file.string());
+      torch::serialize::InputArchive model, state;
+      archive.read("model", model);
+      archive.read("optimizer", state);
+      module.load(model);
+      optimizer.load(state);
+      position.step = read_integer(archive, "run/step");
+      position.epoch = read_integer(archive, "run/epoch");
+      position.index = read_integer(archive, "run/index");
+      if (options_.rank == 0) read_rng(archive, options_);
+    } catch (const std::exception& error) {
+      std::string what = error.what();
+      if (const auto cut = what.find('\n'); cut != std::string::npos) what.resize(cut);
+      throw fail(file, "cannot be loaded: " + what);
+    }
+    if (options_.rank != 0) {
+      const fs::path rng = directory_ / ("rng-rank" + std::to_string(options_.rank) + ".pt");
+      try {
+        torch::serialize::InputArchive archive;
+        archive.load_from(rng.string());
+        read_rng(archive, options_);
+      } catch (const std::exception& error) {
+        std::string what = error.what();
+        if (const auto cut = what.find('\n'); cut != std::string::npos) what.resize(cut);
+        throw fail(rng, "cannot be loaded: " + what);
+      }
+    }
+    return position;
+  }
+
+ private:
+  const Options& options_;
+  json settings_;
+  fs::path directory_;
+};
+
+// metrics.csv: created afresh, or on resume cut back to the rows up to the
+// resumed step (a run stopped after its last save wrote rows it will redo).
+class MetricsFile {
+ public:
+  MetricsFile(const fs::path& file, bool enabled, std::optional<int64_t> resume_step) : enabled_(enabled) {
+    if (!enabled_) return;
+    std::vector<std::string> kept;
+    if (resume_step) {
+      std::ifstream in(file);
+      std::string line;
+      while (std::getline(in, line)) {
+        if (line.empty() || line.rfind("step,", 0) == 0) continue;
+        if (std::stoll(line.substr(0, line.find(','))) <= *resume_step) kept.push_back(line);
+      }
+    }
+    out_.open(file, std::ios::trunc);
+    if (!out_) throw std::runtime_error("cannot write " + file.string());
+    out_ << "step,split,metric,value\n";
+    for (const auto& line : kept) out_ << line << "\n";
+    out_ << std::setprecision(9);
+  }
+  void row(int64_t step, const std::string& split, const std::string& metric, double value) {
+    if (enabled_) out_ << step << "," << split << "," << metric << "," << value << "\n";
+  }
+  void flush() {
+    if (enabled_) out_.flush();
+  }
+
+ private:
+  bool enabled_;
+  std::ofstream out_;
+};
+
+std::string format_metrics(const Metrics& metrics) {
+  std::ostringstream text;
+  text << std::setprecision(4);
+  for (const auto& [name, value] : metrics) text << (text.tellp() > 0 ? " " : "") << name << " " << value;
+  return text.str();
+}
+
+}  // namespace
+
+LoopSummary run_steps(tram::SharpnessAware& optimizer, const Schedule& schedule, int64_t first, int64_t end,
+                      const StepHooks& hooks, Progress& progress) {
+  schedule.validate();
+  const int64_t steps = schedule.total_steps;
+  if (first < 0 || first > end || end > steps) {
+    throw std::invalid_argument("run_steps: steps " + std::to_string(first) + " .. " + std::to_string(end) +
+                                " are not within the schedule's 0 .. " + std::to_string(steps));
+  }
+  if (!hooks.batch) throw std::invalid_argument("run_steps: StepHooks::batch is required");
+  const int64_t tail = std::max<int64_t>(1, steps / 10);
+  double tail_loss = 0.0;
+  LoopSummary summary;
+  for (int64_t step = first; step < end; ++step) {
+    const double lr = schedule.lr_at(step);
+    set_learning_rate(optimizer, lr);
+    const tram::StepReport report = optimizer.step(hooks.batch(step));
+    summary.last_loss = report.loss;
+    if (report.ascent_skipped) ++summary.skipped_ascents;
+    summary.mean_radius += (report.radius.empty() ? 0.0 : report.radius.front()) / static_cast<double>(steps);
+    summary.mean_distance += report.distance / static_cast<double>(steps);
+    if (step >= steps - tail) tail_loss += report.loss;
+    std::ostringstream shown;
+    shown << "loss " << std::fixed << std::setprecision(4) << report.loss << " lr " << std::scientific
+          << std::setprecision(2) << lr;
+    progress.update(step + 1, hooks.items_per_step, shown.str());
+    if (hooks.after_step) hooks.after_step(step, report, lr);
+  }
+  summary.tail_loss = tail_loss / static_cast<double>(tail);
+  return summary;
+}
+
+int64_t total_steps(const Options& options, int64_t train_size) {
+  if (options.steps > 0) return options.steps;
+  const int64_t per_epoch = train_size / options.batch_size;
+  return std::max<int64_t>(1, static_cast<int64_t>(std::ceil(options.epochs * static_cast<double>(per_epoch))));
+}
+
+uint64_t epoch_shuffle_seed(uint64_t seed, int64_t epoch) {
+  // Runs with neighbouring seeds get unrelated orders: with a prime stride
+  // above any epoch count, (seed, epoch) pairs never share a shuffle seed.
+  constexpr uint64_t kSeedStride = 1000003;
+  return seed * kSeedStride + static_cast<uint64_t>(epoch);
+}
+
+RunSummary train(Task& task, const Options& options) {
+  const bool writer = options.rank == 0;
+  auto module = task.module();
+  const int64_t n = task.train_size();
+  if (n < options.batch_size) {
+    throw UsageError("the training set has " + std::to_string(n) + " examples, fewer than --batch-size " +
+                     std::to_string(options.batch_size));
+  }
+  const int64_t total = total_steps(options, n);
+
+  std::unique_ptr<tram::SharpnessAware> optimizer;
+  try {
+    optimizer = tram::make_optimizer(options.optimizer, module->parameters(), options.optimizer_option_map());
+  } catch (const c10::Error& error) {
+    throw UsageError(std::string("--optimizer ") + options.optimizer + ": " + error.what_without_backtrace());
+  }
+  optimizer->set_module(module);
+  optimizer->set_gradient_accumulation(options.grad_accum);
+  optimizer->set_max_grad_norm(options.max_grad_norm);
+
+  Schedule schedule;
+  schedule.kind = parse_schedule(options.schedule);
+  schedule.peak_lr = options.lr;
+  schedule.warmup_steps = options.resolved_warmup(total);
+  schedule.total_steps = total;
+  try {
+    schedule.validate();
+  } catch (const std::invalid_argument& error) {
+    throw UsageError(error.what());
+  }
+
+  const RunState state(options, run_settings(options, n, total));
+  Position position;
+  if (options.resume) position = state.load(*module, *optimizer);
+  if (options.world_size > 1) {
+    optimizer->set_process_group(tram::make_process_group(options.rendezvous, options.rank, options.world_size));
+  }
+
+  if (writer) fs::create_directories(options.out);
+  MetricsFile metrics(options.out / "metrics.csv", writer,
+                      options.resume ? std::optional<int64_t>(position.step) : std::nullopt);
+  RunSummary summary;
+  summary.steps = position.step;
+  const auto names = task.eval_names();
+  auto evaluate = [&](int64_t step) {
+    if (!writer) return;
+    for (size_t i = 0; i < names.size(); ++i) {
+      Metrics result = task.evaluate(i, options.eval_batch_size);
+      for (const auto& [metric, value] : result) metrics.row(step, names[i], metric, value);
+      if (!options.quiet) std::cerr << "[step " << step << "] " << names[i] << ": " << format_metrics(result) << "\n";
+      summary.eval[names[i]] = std::move(result);
+    }
+    metrics.flush();
+  };
+  if (!options.resume) evaluate(0);
+
+  std::ostream null_stream(nullptr);
+  const auto [unit, per_example] = task.unit();
+  Progress progress(std::string(program_name(options.program)) + " " + options.optimizer, total, unit,
+                    writer && !options.quiet ? std::cerr : null_stream);
+  progress.update(position.step, 0, "");
+
+  const int64_t per_rank = options.batch_size / options.world_size;
+  const int64_t micro = per_rank / options.grad_accum;
+  std::vector<int64_t> order = data::permutation(n, epoch_shuffle_seed(options.seed, position.epoch));
+  std::vector<std::vector<int64_t>> micro_batches;
+  const int64_t stop = options.stop_after ? std::min(total, *options.stop_after) : total;
+  bool saved = false;
+  StepHooks hooks;
+  hooks.items_per_step = options.batch_size * per_example;
+  hooks.batch = [&](int64_t) {
+    if (position.index + options.batch_size > n) {
+      ++position.epoch;
+      position.index = 0;
+      order = data::permutation(n, epoch_shuffle_seed(options.seed, position.epoch));
+    }
+    const auto shard = order.begin() + position.index + options.rank * per_rank;
+    micro_batches.clear();
+    for (int64_t m = 0; m < options.grad_accum; ++m) micro_batches.emplace_back(shard + m * micro, shard + (m + 1) * micro);
+    return tram::ForwardClosure([&](const tram::Pass& pass) {
+      return task.forward(micro_batches.at(static_cast<size_t>(pass.micro_batch())), pass);
+    });
+  };
+  hooks.after_step = [&](int64_t step, const tram::StepReport& report, double lr) {
+    position.index += options.batch_size;
+    position.step = step + 1;
+    summary.steps = position.step;
+    summary.last_loss = report.loss;
+    metrics.row(position.step, "train", "loss", report.loss);
+    metrics.row(position.step, "train", "lr", lr);
+    if (report.distance != 0.0) metrics.row(position.step, "train", "distance", report.distance);
+    saved = false;
+    if (options.eval_every > 0 && position.step % options.eval_every == 0 && position.step < total) {
+      evaluate(position.step);
+    }
+    if (options.save_every > 0 && position.step % options.save_every == 0) {
+      state.save(*module, *optimizer, position);
+      saved = true;
+    }
+  };
+  run_steps(*optimizer, schedule, position.step, stop, hooks, progress);
+  metrics.flush();
+  progress.finish(position.step < total ? "stopped at step " + std::to_string(position.step) : "");
+  if (!saved) state.save(*module, *optimizer, position);
+  if (position.step < total) return summary;  // --stop-after: resume later
+
+  evaluate(position.step);
+  if (writer) {
+    task.save_pretrained(options.out / "checkpoint");
+    json eval = json::object();
+    for (const auto& [name, result] : summary.eval) {
+      for (const auto& [metric, value] : result) eval[name][metric] = value;
+    }
+    json out = {{"program", program_name(options.program)},
+                {"model", options.model.string()},
+                {"optimizer", options.optimizer},
+                {"optimizer_options", options.optimizer_options},
+                {"lr", options.lr},
+                {"schedule", options.schedule},
+                {"warmup_steps", schedule.warmup_steps},
+                {"steps", position.step},
+                {"batch_size", options.batch_size},
+                {"grad_accum", options.grad_accum},
+                {"world_size", options.world_size},
+                {"seed", options.seed},
+                {"train_examples", n},
+                {"last_train_loss", summary.last_loss},
+                {"elapsed_seconds", progress.elapsed_seconds()},
+                {"eval", eval}};
+    write_text_atomically(options.out / "summary.json", out.dump(2) + "\n");
+  }
+  return summary;
+}
+
+}  // namespace tram::hf::training
