@@ -9,6 +9,7 @@
 #include "collectives.h"
 #include "engine/managed.h"
 #include "engine/parameter_sets.h"
+#include "engine/rule_state.h"
 #include "engine/step_passes.h"
 
 #include <tram/ops.h>
@@ -75,7 +76,9 @@ SharpnessAware::SharpnessAware(std::shared_ptr<torch::optim::Optimizer> base, Me
   validate();
   set_noise_sampler(nullptr);
   // θ_{-1} = θ_0: every parameter set starts as the initial parameters.
-  sets_ = std::make_unique<detail::ParameterSets>(parameter_sets_of(method_), managed_parameters(false).params);
+  const auto all = managed_parameters(false).params;
+  sets_ = std::make_unique<detail::ParameterSets>(parameter_sets_of(method_), all);
+  rules_ = std::make_unique<detail::RuleState>(method_.gradient_rule(), all.size());
 }
 
 SharpnessAware::~SharpnessAware() = default;
@@ -169,12 +172,47 @@ SharpnessAware::Managed SharpnessAware::managed_parameters(bool with_grad_only, 
   return managed;
 }
 
-void SharpnessAware::ascend(const std::vector<double>& radii, StepReport& report) {
+policy::GradientStep SharpnessAware::gradient_step(const Managed& managed) {
+  policy::GradientStep step;
+  step.step = step_count_;
+  step.eps_norm = method_.eps_norm();
+  step.params = managed.params;
+  step.grads = managed.grads;
+  step.index = managed.index;
+  for (size_t g : managed.group) step.learning_rate.push_back(base_->param_groups()[g].options().get_lr());
+  step.state = rules_->state();
+  step.scratch = rules_->scratch();
+  return step;
+}
+
+void SharpnessAware::ascend(std::vector<double> radii, StepReport& report) {
   torch::NoGradGuard no_grad;
-  report.radius = radii;
   const auto groups = group_option_list();
   // SAM-ON: groups with perturb = false are neither perturbed nor in the norm.
   Managed m = managed_parameters(/*with_grad_only=*/true, /*perturbed_groups_only=*/true);
+  // The gradient rule shapes the ascent: what it follows (F-SAM, VaSSO), which
+  // tensors it moves (ESAM), how far.
+  policy::AscentStep shaped;
+  if (const auto* rule = rules_->rule()) {
+    const Managed all = managed_parameters(/*with_grad_only=*/true);
+    rules_->keep_first_gradient(all.grads, all.index);
+    static_cast<policy::GradientStep&>(shaped) = gradient_step(m);
+    shaped.vectors = m.grads;
+    shaped.perturb.assign(m.params.size(), true);
+    shaped.radii = radii;
+    rule->prepare_ascent(shaped);
+    Managed kept;
+    for (size_t j = 0; j < m.params.size(); ++j) {
+      if (!shaped.perturb[j]) continue;
+      kept.params.push_back(m.params[j]);
+      kept.grads.push_back(shaped.vectors[j]);
+      kept.index.push_back(m.index[j]);
+      kept.group.push_back(m.group[j]);
+    }
+    m = std::move(kept);
+    radii = shaped.radii;
+  }
+  report.radius = radii;
   const policy::Direction& direction = *method_.direction();
   ops::AscentSpec spec;
   spec.scaling = direction.scaling();
@@ -186,11 +224,14 @@ void SharpnessAware::ascend(const std::vector<double>& radii, StepReport& report
     // plain base step, and the event is counted.
     report.ascent_skipped = true;
     ++skipped_ascents_;
+    rules_->mark_ascended(/*skipped=*/true);
     return;
   }
   const double divisor = direction.norm_divisor(squared, method_.eps_norm());
   for (size_t i = 0; i < m.params.size(); ++i) spec.coef.push_back(radii[m.group[i]] / divisor);
   report.perturbation_norm = sets_->perturb(m.params, m.grads, m.index, managed_parameters(false).params.size(), spec);
+  rules_->mark_ascended(/*skipped=*/false);
+  if (const auto* rule = rules_->rule()) rule->after_ascent(shaped);
 }
 
 void SharpnessAware::restore() { sets_->restore(); }
@@ -198,6 +239,11 @@ void SharpnessAware::restore() { sets_->restore(); }
 void SharpnessAware::base_step() {
   sets_->before_base_step(managed_parameters(false).params);
   base_->step();
+  if (const auto* rule = rules_->rule(); rule && rules_->ascended()) {
+    torch::NoGradGuard no_grad;
+    auto step = gradient_step(managed_parameters(/*with_grad_only=*/true));
+    rule->after_base_step(step);
+  }
   sets_->after_base_step(managed_parameters(false).params);
   if (scaler_) scaler_->update(/*found_inf=*/false);
   ++step_count_;
@@ -216,6 +262,7 @@ Tensor SharpnessAware::step(LossClosure closure) {
   TORCH_CHECK(!perturbed(), n, ": step() called while first_step() left w perturbed; call second_step() or restore()");
   sync_groups();
   validate();
+  rules_->begin_step();
   Tensor loss;
   {
     torch::AutoGradMode enable_grad(true);
@@ -230,6 +277,7 @@ Tensor SharpnessAware::step(LossClosure closure) {
       skip_step(report);
       return loss;
     }
+    warn_without_row_losses();
     ascend(method_.radius()->radii(group_option_list(), 0.0), report);
     {
       auto put_back = c10::make_scope_exit([this] { restore(); });
@@ -257,6 +305,7 @@ void SharpnessAware::first_step(std::optional<double> trust_region_distance) {
               " most steps take one pass, which the two-call API cannot express; use step()");
   sync_groups();
   validate();
+  rules_->begin_step();
   StepReport report;
   if (const auto* region = method_.trust_region()) {
     TORCH_CHECK(region->target->measurable_by_caller(), n, ": the trust-region target at other parameters (θt-1, "
@@ -275,6 +324,7 @@ void SharpnessAware::first_step(std::optional<double> trust_region_distance) {
     last_step_ = report;
     return;
   }
+  warn_without_row_losses();
   ascend(radii, report);
   detail::drop_autocast_cache();  // the caller's pass 2 must see w + e
   last_step_ = report;
@@ -302,6 +352,7 @@ StepReport SharpnessAware::step(const ForwardClosure& forward) {
   TORCH_CHECK(!perturbed(), n, ": step() called while first_step() left w perturbed; call second_step() or restore()");
   sync_groups();
   validate();
+  rules_->begin_step();
 
   StepReport report;
   const bool needs_logits = method_.trust_region() != nullptr || method_.regularizer() != nullptr;
@@ -325,6 +376,7 @@ StepReport SharpnessAware::step(const ForwardClosure& forward) {
       return report;
     }
     ascend(measure_radii(passes, first, report), report);
+    select_rows(passes, first);
     run_second_pass(passes, report);
   } else {
     report.radius.assign(param_groups_.size(), 0.0);
@@ -374,6 +426,7 @@ std::vector<PassOutput> SharpnessAware::run_first_pass(detail::StepPasses& passe
     if (r.defined()) regularizer_sum += r.detach().item<double>();
     first[i].loss = Tensor();
     if (first[i].logits.defined()) first[i].logits = first[i].logits.detach();
+    if (first[i].row_losses.defined()) first[i].row_losses = first[i].row_losses.detach();
   }
   report.loss = loss_sum / static_cast<double>(k);
   report.regularizer = regularizer_sum / static_cast<double>(k);
@@ -397,6 +450,47 @@ std::vector<double> SharpnessAware::measure_radii(detail::StepPasses& passes, co
     report.distance = sum->value();
   }
   return method_.radius()->radii(group_option_list(), report.distance);
+}
+
+// 3b. ESAM's data selection (docs/ALGORITHMS.md §16): a no-grad pass at w + e
+//     per micro-batch; pass 2 keeps the ceil(fraction * rows) rows whose loss
+//     the ascent raised most (ties: the lower row first), in row order. All on
+//     the device: no value is read to the host.
+void SharpnessAware::select_rows(detail::StepPasses& passes, const std::vector<PassOutput>& first) {
+  const auto* rule = rules_->rule();
+  const auto fraction = rule ? rule->kept_row_fraction() : std::nullopt;
+  if (!fraction || !rules_->ascended()) return;
+  const auto& n = method_.name();
+  for (const auto& out : first) {
+    if (!out.row_losses.defined()) {
+      warn_without_row_losses();
+      return;
+    }
+  }
+  torch::NoGradGuard no_grad;
+  for (int64_t i = 0; i < micro_batches_; ++i) {
+    const Tensor before = first[i].row_losses;
+    TORCH_CHECK(before.dim() == 1, n, ": PassOutput::row_losses must be 1-D (one loss per row), got shape ",
+                before.sizes());
+    const PassOutput probe = passes.run(PassKind::kSelection, {}, i);
+    TORCH_CHECK(probe.row_losses.defined() && probe.row_losses.sizes() == before.sizes(), n,
+                ": the forward closure returned per-row losses of shape ", before.sizes(),
+                " on pass 1 but ", probe.row_losses.defined() ? c10::str(probe.row_losses.sizes()) : "none",
+                " on the selection pass; return them on every pass");
+    const int64_t rows = before.numel();
+    const auto keep = std::min<int64_t>(rows, static_cast<int64_t>(std::ceil(*fraction * static_cast<double>(rows))));
+    const Tensor rise = probe.row_losses.detach().to(torch::kFloat64) - before.to(torch::kFloat64);
+    const Tensor order = std::get<1>(rise.sort(/*stable=*/true, /*dim=*/0, /*descending=*/true));
+    passes.select_rows(i, std::get<0>(order.slice(0, 0, keep).sort()));
+  }
+}
+
+void SharpnessAware::warn_without_row_losses() {
+  const auto* rule = rules_->rule();
+  if (!rule || !rule->kept_row_fraction()) return;
+  rules_->warn_once(method_.name() + ": no per-row losses, so the data selection (SDS) is off and only the "
+                    "stochastic weight perturbation (SWP) runs; for SDS call step() with a tram::ForwardClosure "
+                    "whose PassOutput has row_losses (docs/ALGORITHMS.md §16)");
 }
 
 // 4. Pass 2 at w + e on clean inputs, accumulating the descent gradient.

@@ -58,8 +58,15 @@ const char* to_string(PassKind kind) {
     case PassKind::kNoisy: return "noisy";
     case PassKind::kPerturbed: return "perturbed";
     case PassKind::kPerturbedNoisy: return "perturbed-noisy";
+    case PassKind::kSelection: return "selection";
   }
   return "?";
+}
+
+torch::Tensor Pass::select(const torch::Tensor& batch) const {
+  if (!rows_.defined()) return batch;
+  TORCH_CHECK(batch.dim() >= 1, "tram: Pass::select needs a batch tensor with the rows in dim 0, got a scalar");
+  return batch.index_select(0, rows_.to(batch.device()));
 }
 
 torch::Tensor Pass::perturb(const torch::Tensor& embeddings) const {
@@ -97,6 +104,10 @@ void MethodConfig::validate() const {
                 ": invalid sigma: ", first_pass_noise_->sigma(), " (the embedding noise scale must be >= 0)");
   }
   if (regularizer_) regularizer_->validate(n);
+  if (gradient_rule_) {
+    TORCH_CHECK(direction_ != nullptr, n, ": a gradient rule shapes an ascent; the method has none");
+    gradient_rule_->validate(n);
+  }
 }
 
 }  // namespace tram

@@ -4,6 +4,7 @@
 #include <tram/optimizer.h>
 
 #include "engine/archive.h"
+#include "engine/rule_state.h"
 #include "engine/managed.h"
 #include "engine/parameter_sets.h"
 
@@ -57,6 +58,7 @@ void SharpnessAware::save(torch::serialize::OutputArchive& archive) const {
     state.write("tram/group/" + std::to_string(i), group);
   }
   sets_->save(state);
+  rules_->save(state);
   torch::serialize::OutputArchive base(state.compilation_unit());
   base_->save(base);
   state.write("base", base);
@@ -132,6 +134,7 @@ void SharpnessAware::load(torch::serialize::InputArchive& archive) {
       options.push_back(read);
     }
     const auto sets = sets_->read(*state);
+    auto rule_state = rules_->read(*state, managed_parameters(false).params);
     const int64_t step_count = read_int(*state, "tram/step_count");
     const int64_t skipped_ascents = read_int(*state, "tram/skipped_ascents");
     const int64_t skipped_steps = read_int(*state, "tram/skipped_steps");
@@ -150,6 +153,7 @@ void SharpnessAware::load(torch::serialize::InputArchive& archive) {
           .perturb(options[i].perturb());
     }
     sets_->commit(sets);
+    rules_->commit(std::move(rule_state));
     step_count_ = step_count;
     skipped_ascents_ = skipped_ascents;
     skipped_steps_ = skipped_steps;

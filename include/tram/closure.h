@@ -21,6 +21,7 @@ enum class PassKind {
   kNoisy,      // with gradient, on noised embeddings (R3F, TRAM-Fisher's pass 1)
   kPerturbed,  // pass 2 at w + e, with gradient
   kPerturbedNoisy,  // R3F's noised pass at w + e, with gradient
+  kSelection,  // ESAM's data selection: no-grad at w + e, in train mode, for per-row losses
 };
 
 const char* to_string(PassKind kind);
@@ -36,16 +37,16 @@ using NoiseSampler =
 class Pass {
  public:
   Pass(PassKind kind, std::optional<NoiseOptions> noise, const NoiseSampler* sampler, int64_t micro_batch = 0,
-       int64_t micro_batches = 1)
+       int64_t micro_batches = 1, torch::Tensor rows = {})
       : kind_(kind), noise_(std::move(noise)), sampler_(sampler), micro_batch_(micro_batch),
-        micro_batches_(micro_batches) {}
+        micro_batches_(micro_batches), rows_(std::move(rows)) {}
 
   PassKind kind() const { return kind_; }
   // With gradient accumulation (SharpnessAware::set_gradient_accumulation),
   // which micro-batch of the step this pass is for: 0 <= micro_batch() < micro_batches().
   int64_t micro_batch() const { return micro_batch_; }
   int64_t micro_batches() const { return micro_batches_; }
-  bool requires_grad() const { return kind_ != PassKind::kTarget; }
+  bool requires_grad() const { return kind_ != PassKind::kTarget && kind_ != PassKind::kSelection; }
   bool noisy() const { return noise_.has_value(); }
 
   // Returns `embeddings + z` on noisy passes and `embeddings` itself on every
@@ -53,22 +54,34 @@ class Pass {
   // embeddings and normalisation (docs/ALGORITHMS.md §4).
   torch::Tensor perturb(const torch::Tensor& embeddings) const;
 
+  // ESAM's data selection (docs/ALGORITHMS.md §16): on pass 2 the rows of the
+  // batch to use, as sorted int64 indices into dim 0; undefined on every other
+  // pass (use all rows). select() applies it to a batch tensor:
+  //
+  //   auto x = pass.select(inputs), y = pass.select(labels);
+  const torch::Tensor& rows() const { return rows_; }
+  torch::Tensor select(const torch::Tensor& batch) const;
+
  private:
   PassKind kind_;
   std::optional<NoiseOptions> noise_;
   const NoiseSampler* sampler_;
   int64_t micro_batch_;
   int64_t micro_batches_;
+  torch::Tensor rows_;
 };
 
 // What the closure returns for one pass. `loss` is the task loss (a scalar;
 // may be undefined on target passes); `logits` are [rows, classes] or
 // [batch, seq, vocab]; `mask` (optional) marks the valid prediction rows,
-// shape logits.shape[:-1].
+// shape logits.shape[:-1]. `row_losses` (optional) is the task loss of each
+// example, shape [batch] (dim 0 of the logits), whose mean is `loss`: ESAM's
+// data selection needs it, every other method ignores it.
 struct PassOutput {
   torch::Tensor loss;
   torch::Tensor logits;
   torch::Tensor mask;
+  torch::Tensor row_losses;
 };
 
 using ForwardClosure = std::function<PassOutput(const Pass&)>;

@@ -31,6 +31,9 @@ struct MethodConfig {
   // TRAM-Fisher: pass 1 runs on embeddings noised like this, and its gradient
   // g_z drives the ascent (docs/ALGORITHMS.md §6).
   TORCH_ARG(std::optional<NoiseOptions>, first_pass_noise) = std::nullopt;
+  // The peers' changes to the gradients around the step (GSAM, LookSAM,
+  // ESAM, F-SAM, VaSSO, WSAM); null for none.
+  TORCH_ARG(std::shared_ptr<const policy::GradientRule>, gradient_rule) = nullptr;
   // Guards every division by a norm.
   TORCH_ARG(double, eps_norm) = 1e-12;
   // The sharpness-aware step (targets, ascent, pass 2) runs on the steps

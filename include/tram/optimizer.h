@@ -35,6 +35,7 @@ namespace tram {
 
 namespace detail {
 class ParameterSets;
+class RuleState;
 class StepPasses;
 }  // namespace detail
 
@@ -142,6 +143,11 @@ class SharpnessAware : public torch::optim::Optimizer {
   std::vector<PassOutput> run_first_pass(detail::StepPasses& passes, bool ascending, StepReport& report);
   std::vector<double> measure_radii(detail::StepPasses& passes, const std::vector<PassOutput>& first,
                                     StepReport& report);
+  // ESAM's data selection, between the ascent and pass 2.
+  void select_rows(detail::StepPasses& passes, const std::vector<PassOutput>& first);
+  // ESAM without per-row losses (a LossClosure, the two-call API, or a forward
+  // closure that returns none): says once that only SWP runs.
+  void warn_without_row_losses();
   void run_second_pass(detail::StepPasses& passes, StepReport& report);
   // The loss of a pass with the method's regularizer added, and the penalty R
   // (undefined without a regularizer).
@@ -150,7 +156,9 @@ class SharpnessAware : public torch::optim::Optimizer {
 
   // Computes e from the current gradients and moves w to w + e, keeping the
   // exact copy of w (docs/ALGORITHMS.md §1).
-  void ascend(const std::vector<double>& radii, StepReport& report);
+  void ascend(std::vector<double> radii, StepReport& report);
+  // The gradients of `managed` as the method's gradient rule sees them.
+  policy::GradientStep gradient_step(const Managed& managed);
   void base_step();
   // The gradient hooks every step form goes through: all-reduce over ranks,
   // unscale and inf/NaN check, clipping. Return false when loss scaling found
@@ -170,6 +178,8 @@ class SharpnessAware : public torch::optim::Optimizer {
   // Every parameter-sized buffer: the restore copy and the parameter sets
   // (θt-1, θ0, EMA) the method's policies evaluate the model at.
   std::unique_ptr<detail::ParameterSets> sets_;
+  // The gradient rule's buffers and the kind of the current step.
+  std::unique_ptr<detail::RuleState> rules_;
 
   int64_t micro_batches_ = 1;
   std::optional<double> max_grad_norm_;

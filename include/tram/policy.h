@@ -20,6 +20,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -190,6 +191,73 @@ class Regularizer {
                                 bool perturbed) const = 0;
   // The noise its passes add to the input embeddings, if any.
   virtual std::optional<NoiseOptions> noise() const { return std::nullopt; }
+  virtual void validate(const std::string& method) const { (void)method; }
+};
+
+// ---------------------------------------------------------------------------
+// Gradient rules (docs/ALGORITHMS.md §16): what the peers' SAM variants change
+// about the gradients around the shared step — the vector the ascent follows
+// (F-SAM, VaSSO), which tensors it perturbs (ESAM), the descent gradient
+// (GSAM, LookSAM, WSAM), the steps without ascent (LookSAM) and an update
+// after the base step (WSAM). State a rule keeps across steps lives in named
+// per-parameter buffers the engine owns, saves and loads.
+// ---------------------------------------------------------------------------
+
+// Per-parameter buffers by name: entry i belongs to managed parameter i
+// (GradientStep::index) and stays undefined until a rule sets it.
+using RuleBuffers = std::map<std::string, std::vector<torch::Tensor>>;
+
+// The gradients of one step as a rule sees them. Entry j of params, grads and
+// first is managed parameter index[j] (among all the optimizer manages, in
+// group order); only parameters with a gradient are listed.
+struct GradientStep {
+  int64_t step = 0;  // t, counted from 0
+  double eps_norm = 1e-12;
+  std::vector<torch::Tensor> params;
+  // The gradient slots: g before the ascent and on steps without one, g_p
+  // (pass 2) at the descent. A rule rewrites them in place.
+  std::vector<torch::Tensor> grads;
+  std::vector<size_t> index;
+  std::vector<double> learning_rate;  // the base's rate for each one's group
+  // Pass 1's gradient g, at the descent of an ascending step, when the rule
+  // keeps_first_gradient(); empty otherwise.
+  std::vector<torch::Tensor> first;
+  RuleBuffers* state = nullptr;    // kept across steps, saved with the optimizer
+  RuleBuffers* scratch = nullptr;  // this step only
+};
+
+// The ascent as a rule may shape it (prepare_ascent).
+struct AscentStep : GradientStep {
+  // What the ascent scales, per entry: g unless the rule replaces it.
+  std::vector<torch::Tensor> vectors;
+  // false: the entry is neither perturbed nor part of the ascent norm.
+  std::vector<bool> perturb;
+  // The radius of each parameter group; a rule may rescale it.
+  std::vector<double> radii;
+};
+
+class GradientRule {
+ public:
+  virtual ~GradientRule() = default;
+  // The names of the per-parameter buffers it keeps across steps.
+  virtual std::vector<std::string> state_names() const { return {}; }
+  // Whether the descent of an ascending step needs pass 1's gradient g
+  // (GradientStep::first); the engine then keeps a copy.
+  virtual bool keeps_first_gradient() const { return false; }
+  // ESAM's data selection: the fraction of rows pass 2 keeps (those whose loss
+  // the ascent raised most), when the closure returns per-row losses.
+  virtual std::optional<double> kept_row_fraction() const { return std::nullopt; }
+  // Before the ascent: may replace vectors, clear perturb, rescale radii.
+  virtual void prepare_ascent(AscentStep& ascent) const { (void)ascent; }
+  // After an ascent with a finite norm (a skipped ascent does not update state).
+  virtual void after_ascent(const AscentStep& ascent) const { (void)ascent; }
+  // The descent gradient of an ascending step, from g_p in grads (and g).
+  virtual void descent(GradientStep& step) const { (void)step; }
+  // The descent gradient of a step without ascent (interval, LookSAM's k-1
+  // one-pass steps), from g in grads.
+  virtual void descent_without_ascent(GradientStep& step) const { (void)step; }
+  // After the base step of an ascending step, with the new parameters.
+  virtual void after_base_step(GradientStep& step) const { (void)step; }
   virtual void validate(const std::string& method) const { (void)method; }
 };
 

@@ -6,6 +6,7 @@
 #include "collectives.h"
 #include "engine/managed.h"
 #include "engine/parameter_sets.h"
+#include "engine/rule_state.h"
 
 #include <torch/autograd.h>
 #include <torch/nn/utils/clip_grad.h>
@@ -64,6 +65,22 @@ bool SharpnessAware::prepare_descent_gradient() {
   auto grads = managed_parameters(true).grads;
   if (process_group_) detail::all_reduce_mean(*process_group_, method_.name(), grads);
   if (scaler_ && scaler_->unscale(grads)) return false;
+  if (const auto* rule = rules_->rule(); rule && !rules_->ascent_skipped()) {
+    // The rule's descent gradient, from gradients every rank agrees on: with
+    // a per-rank ascent, pass 1's kept g is averaged here first.
+    torch::NoGradGuard no_grad;
+    if (process_group_ && ascent_scope_ == AscentScope::kPerRank && rules_->ascended()) {
+      auto kept = rules_->kept_first_gradient();
+      detail::all_reduce_mean(*process_group_, method_.name(), kept);
+    }
+    auto step = gradient_step(managed_parameters(true));
+    if (rules_->ascended()) {
+      step.first = rules_->first_gradient(step.grads, step.index);
+      rule->descent(step);
+    } else {
+      rule->descent_without_ascent(step);
+    }
+  }
   if (max_grad_norm_) {
     torch::NoGradGuard no_grad;
     torch::nn::utils::clip_grad_norm_(managed_parameters(true).params, *max_grad_norm_);

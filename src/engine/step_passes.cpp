@@ -51,7 +51,10 @@ PassOutput StepPasses::run_first(std::optional<NoiseOptions> noise, int64_t micr
 
 PassOutput StepPasses::run_pass(PassKind kind, std::optional<NoiseOptions> noise, int64_t micro_batch,
                                 bool updates_statistics) {
-  Pass pass(kind, std::move(noise), sampler_, micro_batch, micro_batches_);
+  const bool at_selected_rows = kind == PassKind::kPerturbed || kind == PassKind::kPerturbedNoisy;
+  Tensor rows;
+  if (at_selected_rows && static_cast<size_t>(micro_batch) < rows_.size()) rows = rows_[micro_batch];
+  Pass pass(kind, std::move(noise), sampler_, micro_batch, micro_batches_, rows);
   ++report_.passes;
   drop_autocast_cache();
   PassOutput out;
@@ -59,6 +62,15 @@ PassOutput StepPasses::run_pass(PassKind kind, std::optional<NoiseOptions> noise
     EvalModeGuard eval(module_);
     torch::NoGradGuard no_grad;
     out = forward_(pass);
+  } else if (kind == PassKind::kSelection) {
+    // Train mode like pass 2, without gradient; no backward follows, so the
+    // buffers go back right after the forward.
+    statistics_.take(module_);
+    {
+      torch::NoGradGuard no_grad;
+      out = forward_(pass);
+    }
+    statistics_.put_back();
   } else {
     if (!updates_statistics) statistics_.take(module_);
     torch::AutoGradMode enable_grad(true);
@@ -75,6 +87,15 @@ const Tensor& StepPasses::logits_at(const std::string& name, int64_t micro_batch
   auto it = logits_at_.find(name);
   TORCH_CHECK(it != logits_at_.end(), method_, ": internal error: no target pass ran at parameter set '", name, "'");
   return it->second.at(static_cast<size_t>(micro_batch));
+}
+
+void StepPasses::select_rows(int64_t micro_batch, const Tensor& rows) {
+  if (rows_.size() < static_cast<size_t>(micro_batches_)) rows_.resize(micro_batches_);
+  rows_.at(static_cast<size_t>(micro_batch)) = rows;
+  for (auto& [name, logits] : logits_at_) {
+    Tensor& kept = logits.at(static_cast<size_t>(micro_batch));
+    if (kept.defined()) kept = kept.index_select(0, rows.to(kept.device()));
+  }
 }
 
 void StepPasses::keep_logits_at(const std::string& name, std::vector<Tensor> logits) {

@@ -58,6 +58,11 @@ class StepPasses final : public policy::Passes {
   void keep_logits_at(const std::string& name, std::vector<torch::Tensor> logits);
   std::vector<torch::Tensor>& scratch(const std::string& key) override { return scratch_[key]; }
 
+  // ESAM's data selection: the later passes at w + e on micro-batch
+  // `micro_batch` (pass 2, R3F's noised pass) use only `rows`, and the target
+  // logits kept for it are cut to the same rows.
+  void select_rows(int64_t micro_batch, const torch::Tensor& rows);
+
   // Accumulates the gradient of one micro-batch's loss: weighted 1/micro_batches,
   // scaled by the loss scaler if any; then puts the module's buffers back.
   void backward(const torch::Tensor& loss, GradScaler* scaler);
@@ -77,6 +82,7 @@ class StepPasses final : public policy::Passes {
   BufferSnapshot statistics_;
   std::map<std::string, std::vector<torch::Tensor>> logits_at_;
   std::map<std::string, std::vector<torch::Tensor>> scratch_;
+  std::vector<torch::Tensor> rows_;  // per micro-batch; undefined: every row
 };
 
 }  // namespace tram::detail
