@@ -20,8 +20,9 @@ namespace tram {
 namespace {
 
 const std::vector<std::string> kBases = {"sgd", "adam", "adamw"};
-const std::vector<std::string> kAscents = {"sam",        "asam",     "fsam",       "tram-prev",
-                                           "tram-pre",   "tram-ema", "tram-noise", "tram-fisher"};
+const std::vector<std::string> kAscents = {"sam",      "asam",         "fsam",     "tram-prev", "tram-pre",
+                                           "tram-ema", "tram-noise",   "tram-fisher", "gsam",   "looksam",
+                                           "esam",     "friendly-sam", "vasso",    "wsam"};
 const std::vector<std::string> kRegularizers = {"trpo", "r3f", "mesa"};
 
 bool contains(const std::vector<std::string>& list, const std::string& item) {
@@ -164,7 +165,41 @@ RegularizerOptions read_regularizer(OptionReader& in, const std::string& name) {
   return o;
 }
 
+// The keys every peer's method shares: rho, adaptive (with eta), eps_norm.
+template <class Options>
+Options read_peer(OptionReader& in, Options o) {
+  o.rho(in.number("rho", o.rho())).adaptive(in.flag("adaptive", o.adaptive()));
+  return o.eta(in.number("eta", o.eta())).eps_norm(in.number("eps_norm", o.eps_norm()));
+}
+
 std::pair<MethodConfig, GroupOptions> read_ascent(OptionReader& in, const std::string& name) {
+  if (name == "gsam") {
+    GSAMOptions o = read_peer(in, GSAMOptions());
+    return compose(o.alpha(in.number("alpha", o.alpha())));
+  }
+  if (name == "looksam") {
+    LookSAMOptions o = read_peer(in, LookSAMOptions());
+    return compose(o.k(in.integer("k", o.k())).alpha(in.number("alpha", o.alpha())));
+  }
+  if (name == "esam") {
+    ESAMOptions o = read_peer(in, ESAMOptions());
+    const int64_t seed = in.integer("seed", static_cast<int64_t>(o.seed()));
+    TORCH_CHECK(seed >= 0, in.method(), ": invalid seed: ", seed, " (SWP's seed must be an integer >= 0)");
+    return compose(o.beta(in.number("beta", o.beta())).gamma(in.number("gamma", o.gamma()))
+                       .seed(static_cast<uint64_t>(seed)));
+  }
+  if (name == "friendly-sam") {
+    FriendlySAMOptions o = read_peer(in, FriendlySAMOptions());
+    return compose(o.sigma(in.number("sigma", o.sigma())).lambda(in.number("friendly_lambda", o.lambda())));
+  }
+  if (name == "vasso") {
+    VaSSOOptions o = read_peer(in, VaSSOOptions());
+    return compose(o.theta(in.number("theta", o.theta())));
+  }
+  if (name == "wsam") {
+    WSAMOptions o = read_peer(in, WSAMOptions());
+    return compose(o.gamma(in.number("gamma", o.gamma())).decouple(in.flag("decouple", o.decouple())));
+  }
   if (name == "sam") {
     SAMOptions o;
     return compose(o.rho(in.number("rho", o.rho())).eps_norm(in.number("eps_norm", o.eps_norm())));
@@ -219,7 +254,8 @@ std::pair<MethodConfig, GroupOptions> read_method(OptionReader& in, const std::s
   }
   if (contains(kRegularizers, head)) return compose(read_regularizer(in, head));
   auto composed = read_ascent(in, head);
-  composed.first.interval(in.integer("interval", composed.first.interval()));
+  // LookSAM's k is its interval; a second key for it would be ambiguous.
+  if (head != "looksam") composed.first.interval(in.integer("interval", composed.first.interval()));
   if (!tail.empty()) composed = with_regularizer(std::move(composed), read_regularizer(in, tail));
   return composed;
 }

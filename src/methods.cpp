@@ -103,6 +103,48 @@ std::pair<MethodConfig, GroupOptions> compose(const TRAMFisherOptions& o) {
 }
 
 namespace {
+// A peer's method: SAM's (or ASAM's) ascent with radius rho, and its rule.
+template <class Options>
+std::pair<MethodConfig, GroupOptions> peer(const char* name, const Options& o,
+                                           std::shared_ptr<const policy::GradientRule> rule) {
+  return composed(MethodConfig()
+                      .name(name)
+                      .direction(o.adaptive() ? policy::adaptive_direction() : policy::sam_direction())
+                      .gradient_rule(std::move(rule))
+                      .eps_norm(o.eps_norm()),
+                  GroupOptions().rho(o.rho()).eta(o.eta()));
+}
+}  // namespace
+
+std::pair<MethodConfig, GroupOptions> compose(const GSAMOptions& o) {
+  return peer("GSAM", o, policy::gsam_rule(o.alpha()));
+}
+
+std::pair<MethodConfig, GroupOptions> compose(const LookSAMOptions& o) {
+  auto method = peer("LookSAM", o, policy::looksam_rule(o.alpha()));
+  TORCH_CHECK(o.k() >= 1, "LookSAM: invalid k: ", o.k(), " (the SAM step runs every k-th step; k must be an "
+              "integer >= 1, the paper uses 5)");
+  method.first.interval(o.k());
+  return method;
+}
+
+std::pair<MethodConfig, GroupOptions> compose(const ESAMOptions& o) {
+  return peer("ESAM", o, policy::esam_rule(o.beta(), o.gamma(), o.seed()));
+}
+
+std::pair<MethodConfig, GroupOptions> compose(const FriendlySAMOptions& o) {
+  return peer("FriendlySAM", o, policy::friendly_sam_rule(o.sigma(), o.lambda()));
+}
+
+std::pair<MethodConfig, GroupOptions> compose(const VaSSOOptions& o) {
+  return peer("VaSSO", o, policy::vasso_rule(o.theta()));
+}
+
+std::pair<MethodConfig, GroupOptions> compose(const WSAMOptions& o) {
+  return peer("WSAM", o, policy::wsam_rule(o.gamma(), o.decouple()));
+}
+
+namespace {
 std::shared_ptr<const policy::Regularizer> regularizer_of(const RegularizerOptions& o) {
   switch (o.kind()) {
     case Regularizer::kTRPO: return policy::trpo_regularizer(o.lambda());

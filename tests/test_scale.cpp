@@ -67,7 +67,8 @@ const std::vector<std::pair<std::string, std::string>> kMethods = {
     {"sam", ""},          {"asam", ""},  {"fsam", ""},         {"tram-prev", "scale=20"},
     {"tram-pre", "scale=20"}, {"tram-noise", "scale=5"}, {"tram-fisher", "radius=trust_region,scale=3"},
     {"trpo", "lambda=0.7"}, {"r3f", "lambda=0.4"}, {"mesa", "lambda=0.5,ema_decay=0.9"},
-    {"asam+trpo", ""}};
+    {"asam+trpo", ""}, {"gsam", ""}, {"looksam", "k=2"}, {"esam", ""}, {"friendly-sam", ""},
+    {"vasso", ""}, {"wsam", ""}};
 
 TEST(Accumulation, MicroBatchesEqualOneStepOnTheConcatenatedBatch) {
   for (const auto& [method, options] : kMethods) {
@@ -196,7 +197,8 @@ std::string rendezvous_file(const std::string& name) {
 
 TEST(DataParallel, TwoGlooRanksEqualOneProcessOnTheWholeBatch) {
   for (const auto& [method, options] : std::vector<std::pair<std::string, std::string>>{
-           {"sam", ""}, {"asam", ""}, {"tram-prev", "scale=20"}, {"tram-noise", "scale=5"}, {"r3f", "lambda=0.4"}}) {
+           {"sam", ""}, {"asam", ""}, {"tram-prev", "scale=20"}, {"tram-noise", "scale=5"}, {"r3f", "lambda=0.4"},
+           {"gsam", ""}, {"looksam", "k=2"}, {"vasso", ""}, {"wsam", ""}}) {
     Sharded whole;
     const auto expected = run(method, options, whole, 1);
     const std::string store = rendezvous_file(method);

@@ -346,7 +346,7 @@ ordered_json run(const Case& c, const std::string& case_path) {
                       "missing: method '" + c.method + "' adds noise to its inputs on the " +
                           tram::to_string(pass.kind()) + " pass; give the noise to add, shaped like x");
     }
-    return batch.noise;
+    return pass.select(batch.noise);
   });
 
   ordered_json steps = ordered_json::array();
@@ -354,10 +354,13 @@ ordered_json run(const Case& c, const std::string& case_path) {
     batch_index = static_cast<size_t>(step % static_cast<int64_t>(c.batches.size()));
     const Batch& batch = c.batches[batch_index];
     auto closure = [&](const tram::Pass& pass) -> tram::PassOutput {
-      // The MLP's input "embeddings" are x itself.
-      torch::Tensor logits = model->forward(pass.perturb(batch.x));
-      torch::Tensor loss = torch::nn::functional::cross_entropy(logits, batch.y);
-      return {loss, logits, torch::Tensor()};
+      // The MLP's input "embeddings" are x itself. Per-row losses let ESAM
+      // select rows; pass.select() gives the rows it kept (all on other passes).
+      namespace F = torch::nn::functional;
+      torch::Tensor logits = model->forward(pass.perturb(pass.select(batch.x)));
+      const torch::Tensor y = pass.select(batch.y);
+      torch::Tensor rows = F::cross_entropy(logits, y, F::CrossEntropyFuncOptions().reduction(torch::kNone));
+      return {F::cross_entropy(logits, y), logits, torch::Tensor(), rows.detach()};
     };
     tram::StepReport report;
     try {

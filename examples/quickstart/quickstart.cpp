@@ -63,9 +63,10 @@ int main(int argc, char** argv) {
     else if (arg == "--steps") steps = std::stoi(value());
     else if (arg == "--seed") seed = std::stoull(value());
     else {
+      std::string names;
+      for (const auto& name : tram::method_names()) names += (names.empty() ? "" : ", ") + name;
       std::cerr << "usage: tram-quickstart [--methods a,b,...] [--steps N] [--seed S]\n"
-                << "methods: any of sgd, adam, adamw, sam, asam, fsam, tram-prev, tram-pre, tram-noise, "
-                   "tram-fisher, trpo, r3f, mesa, or <ascent>+<regularizer>\n";
+                << "methods: any of " << names << ", or <ascent>+<regularizer>\n";
       return 2;
     }
   }

@@ -5,7 +5,8 @@
 //
 // Names: the plain bases "sgd", "adam", "adamw"; the sharpness-aware methods
 // "sam", "asam", "fsam"; the TRAM family "tram-prev", "tram-pre", "tram-ema", "tram-noise",
-// "tram-fisher"; the trust-region regularizers "trpo", "r3f", "mesa"; and a
+// "tram-fisher"; the peers' variants "gsam", "looksam", "esam", "friendly-sam",
+// "vasso", "wsam"; the trust-region regularizers "trpo", "r3f", "mesa"; and a
 // sharpness-aware method combined with a regularizer, "asam+trpo", "sam+r3f".
 #pragma once
 
@@ -43,7 +44,9 @@ std::shared_ptr<torch::optim::Optimizer> make_base(const std::string& name,
 // The full optimizer. Keys of `options`: "base" (default "sgd") and the base's
 // keys, then the method's (see README): rho, eta, fisher_eta, eps_norm, scale,
 // max_radius, divergence, kernel, reduction, sigma, noise, radius, formula, adaptive,
-// target_decay, interval, lambda, reg_sigma, reg_noise, ema_decay, temperature. A plain base name returns a
+// target_decay, interval, lambda, reg_sigma, reg_noise, ema_decay, temperature; for the peers' variants
+// alpha (gsam, looksam), k (looksam), beta, gamma, seed (esam), sigma, friendly_lambda
+// (friendly-sam), theta (vasso), gamma, decouple (wsam). A plain base name returns a
 // SharpnessAware with no ascent, which steps exactly like the base. Unknown
 // names and keys are rejected with the list of valid ones.
 std::unique_ptr<SharpnessAware> make_optimizer(const std::string& method,

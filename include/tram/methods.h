@@ -59,12 +59,86 @@ struct TRAMFisherOptions {
   TORCH_ARG(double, eps_norm) = 1e-12;
 };
 
+// The peers' SAM variants (docs/ALGORITHMS.md §16). Each takes SAM's ascent
+// (adaptive = true: ASAM's, T = |w| + eta) with radius rho and changes the
+// gradients around it (policy::GradientRule).
+
+// GSAM (Zhuang et al. 2022): descent g_p - alpha g_perp.
+struct GSAMOptions {
+  TORCH_ARG(double, rho) = 0.05;
+  TORCH_ARG(double, alpha) = 0.4;
+  TORCH_ARG(bool, adaptive) = false;
+  TORCH_ARG(double, eta) = 0.01;
+  TORCH_ARG(double, eps_norm) = 1e-12;
+};
+
+// LookSAM (Liu et al. 2022): the SAM step every k-th step; one pass reusing
+// its orthogonal gradient component g_v (weight alpha) in between.
+struct LookSAMOptions {
+  TORCH_ARG(double, rho) = 0.05;
+  TORCH_ARG(int64_t, k) = 5;
+  TORCH_ARG(double, alpha) = 0.7;
+  TORCH_ARG(bool, adaptive) = false;
+  TORCH_ARG(double, eta) = 0.01;
+  TORCH_ARG(double, eps_norm) = 1e-12;
+};
+
+// ESAM (Du et al. 2022): SWP perturbs each tensor with probability beta
+// (radius rho / beta); SDS runs pass 2 on the fraction gamma of the rows whose
+// loss the ascent raised most (needs PassOutput::row_losses).
+struct ESAMOptions {
+  TORCH_ARG(double, rho) = 0.05;
+  TORCH_ARG(double, beta) = 0.5;
+  TORCH_ARG(double, gamma) = 0.5;
+  TORCH_ARG(uint64_t, seed) = 0;
+  TORCH_ARG(bool, adaptive) = false;
+  TORCH_ARG(double, eta) = 0.01;
+  TORCH_ARG(double, eps_norm) = 1e-12;
+};
+
+// F-SAM (Li et al. 2024): the ascent along g - sigma m, m an EMA (factor
+// lambda; factory key friendly_lambda) of the gradients.
+struct FriendlySAMOptions {
+  TORCH_ARG(double, rho) = 0.05;
+  TORCH_ARG(double, sigma) = 1.0;
+  TORCH_ARG(double, lambda) = 0.9;
+  TORCH_ARG(bool, adaptive) = false;
+  TORCH_ARG(double, eta) = 0.01;
+  TORCH_ARG(double, eps_norm) = 1e-12;
+};
+
+// VaSSO (Li & Giannakis 2023): the ascent along d <- (1 - theta) d + theta g.
+struct VaSSOOptions {
+  TORCH_ARG(double, rho) = 0.05;
+  TORCH_ARG(double, theta) = 0.9;
+  TORCH_ARG(bool, adaptive) = false;
+  TORCH_ARG(double, eta) = 0.01;
+  TORCH_ARG(double, eps_norm) = 1e-12;
+};
+
+// WSAM (Yue et al. 2023): loss + gamma / (1 - gamma) sharpness; decouple: the
+// sharpness term is applied after the base step, outside its moments.
+struct WSAMOptions {
+  TORCH_ARG(double, rho) = 0.05;
+  TORCH_ARG(double, gamma) = 0.9;
+  TORCH_ARG(bool, decouple) = true;
+  TORCH_ARG(bool, adaptive) = false;
+  TORCH_ARG(double, eta) = 0.01;
+  TORCH_ARG(double, eps_norm) = 1e-12;
+};
+
 // The policy compositions, shared by the classes below and the factory.
 std::pair<MethodConfig, GroupOptions> compose(const SAMOptions& options);
 std::pair<MethodConfig, GroupOptions> compose(const ASAMOptions& options);
 std::pair<MethodConfig, GroupOptions> compose(const FSAMOptions& options);
 std::pair<MethodConfig, GroupOptions> compose(const TRAMOptions& options);
 std::pair<MethodConfig, GroupOptions> compose(const TRAMFisherOptions& options);
+std::pair<MethodConfig, GroupOptions> compose(const GSAMOptions& options);
+std::pair<MethodConfig, GroupOptions> compose(const LookSAMOptions& options);
+std::pair<MethodConfig, GroupOptions> compose(const ESAMOptions& options);
+std::pair<MethodConfig, GroupOptions> compose(const FriendlySAMOptions& options);
+std::pair<MethodConfig, GroupOptions> compose(const VaSSOOptions& options);
+std::pair<MethodConfig, GroupOptions> compose(const WSAMOptions& options);
 // A regularizer alone (no ascent): TRPO, R3F or MESA on the base optimizer.
 std::pair<MethodConfig, GroupOptions> compose(const RegularizerOptions& options);
 // Adds a regularizer to a sharpness-aware composition ("ASAM+TRPO"), applied
@@ -92,6 +166,12 @@ using ASAM = detail::Named<ASAMOptions>;
 using FSAM = detail::Named<FSAMOptions>;
 using TRAM = detail::Named<TRAMOptions>;
 using TRAMFisher = detail::Named<TRAMFisherOptions>;
+using GSAM = detail::Named<GSAMOptions>;
+using LookSAM = detail::Named<LookSAMOptions>;
+using ESAM = detail::Named<ESAMOptions>;
+using FriendlySAM = detail::Named<FriendlySAMOptions>;
+using VaSSO = detail::Named<VaSSOOptions>;
+using WSAM = detail::Named<WSAMOptions>;
 // TRPO, R3F or MESA (RegularizerOptions::kind) on the base optimizer.
 using TrustRegionRegularized = detail::Named<RegularizerOptions>;
 

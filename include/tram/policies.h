@@ -6,6 +6,7 @@
 #include <tram/options.h>
 #include <tram/policy.h>
 
+#include <cstdint>
 #include <memory>
 #include <optional>
 
@@ -55,5 +56,16 @@ std::shared_ptr<const Distance> mmd_distance(MMDKernel kernel, ops::Reduction re
 std::shared_ptr<const Regularizer> trpo_regularizer(double lambda);
 std::shared_ptr<const Regularizer> r3f_regularizer(double lambda, NoiseOptions noise);
 std::shared_ptr<const Regularizer> mesa_regularizer(double lambda, double ema_decay, double temperature);
+
+// Gradient rules of the peers' SAM variants (docs/ALGORITHMS.md §16).
+std::shared_ptr<const GradientRule> gsam_rule(double alpha);     // descent g_p - alpha g_perp
+std::shared_ptr<const GradientRule> looksam_rule(double alpha);  // g_v reused between SAM steps
+// SWP with probability beta from a hash of (seed, step, tensor); SDS keeps gamma of the rows.
+std::shared_ptr<const GradientRule> esam_rule(double beta, double gamma, uint64_t seed);
+// ESAM's draw for tensor `tensor` at step `step`: uniform in [0, 1).
+double esam_uniform(uint64_t seed, int64_t step, size_t tensor);
+std::shared_ptr<const GradientRule> friendly_sam_rule(double sigma, double lambda);  // d = g - sigma m
+std::shared_ptr<const GradientRule> vasso_rule(double theta);  // d <- (1 - theta) d + theta g
+std::shared_ptr<const GradientRule> wsam_rule(double gamma, bool decouple);
 
 }  // namespace tram::policy
