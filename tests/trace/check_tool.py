@@ -127,10 +127,18 @@ METHODS = [
     ("asam+trpo", {"rho": 0.5}, None),
     ("sam+r3f", {"rho": 0.05}, None),
     ("tram-prev+mesa", {"ema_decay": 0.5}, None),
+    ("gsam", {"alpha": 0.4}, None),
+    ("looksam", {"k": 2}, None),
+    ("esam", {"beta": 0.5, "gamma": 0.5}, None),
+    ("friendly-sam", {"sigma": 1.0, "friendly_lambda": 0.9}, None),
+    ("vasso", {"theta": 0.9}, {"name": "adam", "lr": 0.01}),
+    ("wsam", {"gamma": 0.9, "decouple": "false"}, None),
+    ("friendly-sam+trpo", {"lambda": 0.2}, None),
 ]
 NO_ASCENT = ("sgd", "adam", "adamw", "trpo", "r3f", "mesa")
-FIXED_RADIUS = {"sam": "rho", "asam": "rho", "fsam": "gamma", "tram-fisher": "gamma"}
-DEFAULT_RADIUS = {"sam": 0.05, "asam": 0.5, "fsam": 0.1, "tram-fisher": 0.1}
+PEERS = ("gsam", "looksam", "esam", "friendly-sam", "vasso", "wsam")
+FIXED_RADIUS = {"sam": "rho", "asam": "rho", "fsam": "gamma", "tram-fisher": "gamma", **{p: "rho" for p in PEERS}}
+DEFAULT_RADIUS = {"sam": 0.05, "asam": 0.5, "fsam": 0.1, "tram-fisher": 0.1, **{p: 0.05 for p in PEERS}}
 
 
 def finite(value):
@@ -162,6 +170,10 @@ def check_trace(method, options, case, trace):
         else:
             assert record["d"] == 0, f"step {record['step']}: d = {record['d']} without a trust region"
             expected = options.get(FIXED_RADIUS[head], DEFAULT_RADIUS[head])
+            if head == "esam":
+                expected /= options.get("beta", 0.5)  # SWP's radius rho / beta
+            if head == "looksam" and record["step"] % options.get("k", 5) != 0:
+                expected = 0.0  # a one-pass step: no ascent
         assert abs(radius - expected) <= 1e-15 * max(1.0, expected), \
             f"step {record['step']}: radius {radius}, expected {expected}"
         if "+" not in method and head not in ("trpo", "r3f", "mesa"):

@@ -203,6 +203,60 @@ CASES = {
     "tram-noise+mesa_relu": case(
         "TRAM-ε with a MESA regularizer.", 46, "tram-noise+mesa", SGD_MOMENTUM,
         {"scale": 20.0, "lambda": 0.5, "ema_decay": 0.8}, noise=0.3, **RELU),
+
+    # --- the SAM variants: GSAM, LookSAM, ESAM, F-SAM, VaSSO, WSAM -----------
+    # The cases on sam_tanh's model and data (seed 11) are related to it by
+    # their checks: the option that makes each differ from SAM must show.
+    "gsam_tanh": case(
+        "GSAM, alpha 0.4: descent g_p - alpha g_perp; as sam_tanh but for the surrogate-gap term.", 11,
+        "gsam", SGD_MOMENTUM, {"rho": 0.05, "alpha": 0.4}, checks={"differs_from": "sam_tanh"}, **TANH),
+    "gsam_adaptive_adam_relu": case(
+        "GSAM with ASAM's ascent (adaptive, eta 0.01), on Adam.", 61, "gsam", ADAM,
+        {"rho": 0.5, "alpha": 0.4, "adaptive": True, "eta": 0.01}, **RELU),
+    "gsam_interval2_tanh": case(
+        "GSAM with interval 2: the ascent and g_perp at steps 0, 2 and 4; the base steps with g otherwise.",
+        62, "gsam", SGD_MOMENTUM, {"rho": 0.1, "alpha": 0.4, "interval": 2}, steps=5, **TANH),
+    "looksam_k3_tanh": case(
+        "LookSAM, k 3: SAM steps at 0, 3 and 6 keep g_v; the four steps between are one pass with "
+        "g + alpha (||g|| / ||g_v||) g_v.", 63, "looksam", SGD_MOMENTUM, {"rho": 0.1, "k": 3, "alpha": 0.7},
+        steps=7, **TANH),
+    "looksam_adam_relu": case(
+        "LookSAM with the default k 5 and alpha 0.5 on Adam: ascents at steps 0 and 5.", 64, "looksam", ADAM,
+        {"rho": 0.1, "alpha": 0.5}, steps=6, **RELU),
+    "esam_tanh": case(
+        "ESAM, beta 0.5, gamma 0.5, seed 0: SWP perturbs 2 or 3 of the 4 tensors at radius rho / beta, "
+        "SDS keeps the 3 of 6 rows whose loss rose most.", 65, "esam", SGD_MOMENTUM,
+        {"rho": 0.05, "beta": 0.5, "gamma": 0.5}, **TANH),
+    "esam_beta1_gamma1_tanh": case(
+        "ESAM with beta 1 and gamma 1 (every tensor, every row) is SAM bit for bit: same trace as sam_tanh.",
+        11, "esam", SGD_MOMENTUM, {"rho": 0.05, "beta": 1.0, "gamma": 1.0},
+        checks={"same_params_as": "sam_tanh"}, **TANH),
+    "esam_beta0.3_relu": case(
+        "ESAM, beta 0.3, seed 8: one or two tensors perturbed, none at step 3 (e = 0, not a skip); "
+        "gamma 0.6 keeps ceil(3.6) = 4 rows.", 66, "esam", ADAM,
+        {"rho": 0.05, "beta": 0.3, "gamma": 0.6, "seed": 8}, steps=5, **RELU),
+    "esam+trpo_relu": case(
+        "ESAM+TRPO, seed 2: pass 2's loss and regularizer over SDS's kept rows only.", 67, "esam+trpo",
+        SGD_MOMENTUM, {"rho": 0.1, "seed": 2, "lambda": 0.5}, steps=5, **RELU),
+    "friendly-sam_tanh": case(
+        "F-SAM, sigma 1, lambda 0.9: SAM at step 0 (m = g), then the ascent along g - sigma m.", 11,
+        "friendly-sam", SGD_MOMENTUM, {"rho": 0.05}, checks={"differs_from": "sam_tanh"}, **TANH),
+    "friendly-sam_adaptive_relu": case(
+        "F-SAM with ASAM's ascent, sigma 0.5, lambda 0.6, on Adam.", 68, "friendly-sam", ADAM,
+        {"rho": 0.5, "adaptive": True, "sigma": 0.5, "friendly_lambda": 0.6}, steps=5, **RELU),
+    "friendly-sam+trpo_relu": case(
+        "F-SAM+TRPO: m follows the regularized pass-1 gradient.", 69, "friendly-sam+trpo", SGD_MOMENTUM,
+        {"rho": 0.1, "lambda": 0.3}, steps=5, **RELU),
+    "vasso_tanh": case(
+        "VaSSO, theta 0.5: the ascent along d <- (1 - theta) d + theta g (d = g at step 0).", 11, "vasso",
+        SGD_MOMENTUM, {"rho": 0.05, "theta": 0.5}, checks={"differs_from": "sam_tanh"}, **TANH),
+    "wsam_decoupled_sgd_tanh": case(
+        "WSAM, gamma 0.9 (a = 9), decoupled: the base steps with g, then w <- w - lr a (g_p - g).", 70,
+        "wsam", {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 0.01},
+        {"rho": 0.05, "gamma": 0.9, "decouple": True}, steps=5, **TANH),
+    "wsam_coupled_adam_relu": case(
+        "WSAM, gamma 0.8 (a = 4), not decoupled: the base steps with a g_p + (1 - a) g, on Adam.", 71, "wsam",
+        ADAM, {"rho": 0.1, "gamma": 0.8, "decouple": False}, **RELU),
 }
 
 

@@ -12,6 +12,10 @@ Methods:
   §1-3                 sam, asam, fsam
   §2-6 (TRAM)          tram-prev, tram-pre, tram-noise, tram-fisher
   §7                   trpo, r3f, mesa, and <ascent>+<regularizer> ("asam+trpo")
+  SAM variants         gsam (GSAM, Zhuang et al. 2022), looksam (LookSAM, Liu et
+                       al. 2022), esam (ESAM, Du et al. 2022), friendly-sam (F-SAM,
+                       Li et al. 2024), vasso (VaSSO, Li et al. 2023), wsam (WSAM,
+                       Yue et al. 2023): §16
 (sections of docs/ALGORITHMS.md)
 
 The computation is always in float64. A float32 case starts from the same
@@ -20,8 +24,12 @@ trace is the exact-arithmetic answer that tram-trace's float32 run
 approximates (compare.py states the tolerance).
 
 The noise z a method adds to the inputs is the batch's "noise", as given (the
-case fixes it so that runs are deterministic); sigma and the noise
-distribution are therefore not used here.
+case fixes it so that runs are deterministic); the noise's sigma and
+distribution are therefore not used here (F-SAM's own sigma is).
+
+ESAM's random choice of tensors is the counter-based hash esam_uniform() of
+(seed, step, tensor), which tram-trace computes the same way, so that it too
+is fixed by the case.
 
 Usage: reference.py CASE.json [-o TRACE.json]
 """
@@ -35,7 +43,11 @@ import torch
 import torch.nn.functional as F
 
 BASES = ("sgd", "adam", "adamw")
-ASCENTS = ("sam", "asam", "fsam", "tram-prev", "tram-pre", "tram-ema", "tram-noise", "tram-fisher")
+# The SAM variants: each ascends along a vector v of its own with SAM's (or
+# ASAM's) formula and steps the base with a descent gradient of its own.
+SAM_VARIANTS = ("gsam", "looksam", "esam", "friendly-sam", "vasso", "wsam")
+ASCENTS = ("sam", "asam", "fsam", "tram-prev", "tram-pre", "tram-ema", "tram-noise",
+           "tram-fisher") + SAM_VARIANTS
 REGULARIZERS = ("trpo", "r3f", "mesa")
 
 # Defaults (docs/ALGORITHMS.md §10; the factory's when an option is not
@@ -47,6 +59,8 @@ TRUST_REGION_KEYS = {"divergence": "forward", "kernel": "imq2", "reduction": "me
 # formula: "paper" or "released" (the released code's ascent, never times g);
 # adaptive: T = |w| + eta (true) or T = 1 (false, SAM's direction).
 TRAM_ASCENT_KEYS = {"formula": "paper", "adaptive": True}
+# The SAM variants' ascent: SAM's (adaptive = false) or ASAM's (true), radius rho.
+SAM_ASCENT_KEYS = {"rho": 0.05, "adaptive": False, "eta": 0.01}
 METHOD_DEFAULTS = {
     "sam": {"rho": 0.05},
     "asam": {"rho": 0.5, "eta": 0.01},
@@ -59,11 +73,20 @@ METHOD_DEFAULTS = {
     "trpo": {"lambda": 0.1},
     "r3f": {"lambda": 0.1, "reg_sigma": 1e-5, "reg_noise": "uniform"},
     "mesa": {"lambda": 0.1, "ema_decay": 0.999, "temperature": 1.0},
+    "gsam": {**SAM_ASCENT_KEYS, "alpha": 0.4},
+    # LookSAM has no interval: k plays its role (Method drops the key).
+    "looksam": {**SAM_ASCENT_KEYS, "k": 5, "alpha": 0.7},
+    "esam": {**SAM_ASCENT_KEYS, "beta": 0.5, "gamma": 0.5, "seed": 0},
+    "friendly-sam": {**SAM_ASCENT_KEYS, "sigma": 1.0, "friendly_lambda": 0.9},
+    "vasso": {**SAM_ASCENT_KEYS, "theta": 0.9},
+    # WSAM's gamma is its weight, not a radius: the radius stays rho.
+    "wsam": {**SAM_ASCENT_KEYS, "gamma": 0.9, "decouple": True},
 }
 # The target logits each TRAM variant compares with (docs/ALGORITHMS.md §4).
 TARGET_OF = {"tram-prev": "previous", "tram-pre": "pretrained", "tram-ema": "history", "tram-noise": "noise"}
 STRING_OPTIONS = {"divergence", "kernel", "reduction", "formula", "radius", "noise", "reg_noise"}
-BOOL_OPTIONS = {"adaptive"}
+BOOL_OPTIONS = {"adaptive", "decouple"}
+INTEGER_OPTIONS = {"seed"}
 
 
 class CaseError(Exception):
@@ -79,6 +102,15 @@ def parse_bool(key, value):
     if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
         return value.lower() in ("true", "1")
     raise CaseError(f"options.{key} must be a boolean (true or false), got {value!r}")
+
+
+def parse_integer(key, value):
+    """An unsigned 64-bit integer option (ESAM's seed): a JSON integer, or a float with an integral value."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2 ** 64:
+        raise CaseError(f"options.{key} must be an integer in [0, 2^64), got {value!r}")
+    return value
 
 
 def dtype_of(name):
@@ -178,6 +210,8 @@ class Method:
         self.ascent = head if head in ASCENTS else None
         self.regularizer = head if head in REGULARIZERS else (tail or None)
         defaults = {"eps_norm": 1e-12, "interval": 1} if self.ascent else {}
+        if self.ascent == "looksam":
+            del defaults["interval"]  # k sets which steps ascend
         for part in (self.ascent, self.regularizer):
             if part:
                 defaults.update(METHOD_DEFAULTS[part])
@@ -190,8 +224,24 @@ class Method:
                 self.options[key] = value
             elif key in BOOL_OPTIONS:
                 self.options[key] = parse_bool(key, value)
+            elif key in INTEGER_OPTIONS:
+                self.options[key] = parse_integer(key, value)
             else:
                 self.options[key] = float(value)
+        self.check_ranges()
+
+    def check_ranges(self):
+        """The SAM variants' options outside the range where their formula is defined."""
+        o = self.options
+        if self.ascent == "looksam" and not (o["k"] >= 1 and float(o["k"]).is_integer()):
+            raise CaseError(f"options.k must be an integer >= 1, got {o['k']!r}")
+        if self.ascent == "esam":
+            # beta divides the radius; gamma * B rows must be at least one and at most B.
+            for key in ("beta", "gamma"):
+                if not 0 < o[key] <= 1:
+                    raise CaseError(f"options.{key} must be in (0, 1] for esam, got {o[key]!r}")
+        if self.ascent == "wsam" and o["gamma"] == 1:
+            raise CaseError("options.gamma must not be 1 for wsam (its weight is gamma / (1 - gamma))")
 
     def __getitem__(self, key):
         return self.options[key]
@@ -302,6 +352,155 @@ def perturbation(method, radius, params, grads):
 
 
 # ---------------------------------------------------------------------------
+# The SAM variants: gsam, looksam, esam, friendly-sam, vasso, wsam
+# ---------------------------------------------------------------------------
+#
+# g is the gradient of pass 1 at w, g_p that of pass 2 at w + e (each of the
+# method's loss, regularizer included). Norms and dot products are global:
+# one number over every element of every parameter. Each variant ascends
+# along a vector v of its own (ascent_vector) with SAM's formula, or ASAM's
+# with adaptive = true (sam_ascent), and steps the base with a descent
+# gradient of its own (descent). State kept across steps (F-SAM's m, VaSSO's
+# d, LookSAM's g_v) changes only on steps whose ascent ran (not skipped).
+
+def dot(a, b):
+    """<a, b> over all parameters."""
+    return sum(float((x * y).sum()) for x, y in zip(a, b))
+
+
+def global_norm(a):
+    return math.sqrt(dot(a, a))
+
+
+MASK64 = (1 << 64) - 1
+
+
+def esam_uniform(seed, step, index):
+    """ESAM's draw for parameter tensor `index` (0-based, the model's order) at
+    step `step`: a counter-based hash (splitmix64's finalizer) of the three,
+    in [0, 1). Python's ints are unbounded, so every product is reduced mod
+    2^64 by hand."""
+    x = (seed * 0x9E3779B97F4A7C15 + (step + 1) * 0xBF58476D1CE4E5B9
+         + (index + 1) * 0x94D049BB133111EB) & MASK64
+    z = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    z = z ^ (z >> 31)
+    return (z >> 11) * 2.0 ** -53  # the top 53 bits: exact in a double
+
+
+def ascent_vector(method, state, step, grads):
+    """The vector v a SAM variant ascends along, the tensors it covers (None:
+    all), and the state to keep if the ascent is not skipped.
+
+      gsam, looksam, wsam  v = g
+      esam (SWP)           v = g on the tensors i with esam_uniform(seed, t, i) < beta;
+                           the others are neither perturbed nor counted in the norm
+      friendly-sam         first ascent: v = g, then m = g; later ones:
+                           v = g - sigma m, then m <- lambda m + (1 - lambda) g
+      vasso                first ascent: d = g; later ones: d <- (1 - theta) d + theta g;
+                           v = the new d
+    """
+    kind = method.ascent
+    if kind == "esam":
+        selected = [esam_uniform(method["seed"], step, i) < method["beta"] for i in range(len(grads))]
+        return grads, selected, {}
+    if kind == "friendly-sam":
+        m = state.get("m")
+        if m is None:
+            return grads, None, {"m": grads}
+        sigma, lam = method["sigma"], method["friendly_lambda"]
+        v = [g - sigma * mi for g, mi in zip(grads, m)]
+        return v, None, {"m": [lam * mi + (1.0 - lam) * g for mi, g in zip(m, grads)]}
+    if kind == "vasso":
+        d = state.get("vasso_d")
+        theta = method["theta"]
+        new = grads if d is None else [(1.0 - theta) * di + theta * g for di, g in zip(d, grads)]
+        return new, None, {"vasso_d": new}
+    return grads, None, {}
+
+
+def sam_ascent(method, radius, params, vectors, selected=None):
+    """Returns (e per parameter, ascent norm, skipped) for SAM's ascent along v:
+
+      adaptive = false  e = r v / (||v|| + eps),          ascent norm ||v||
+      adaptive = true   e = r T^2 v / (||T v|| + eps),    ascent norm ||T v||, T = |w| + eta
+
+    over the selected tensors only (e = 0 on the others). No tensor selected:
+    e = 0 and norm 0, which is not a skip."""
+    eps = method["eps_norm"]
+    chosen = [True] * len(vectors) if selected is None else selected
+    scales = [w.detach().abs() + method["eta"] for w in params] if method["adaptive"] else None
+    if scales is None:
+        norm = math.sqrt(sum(float((v * v).sum()) for v, c in zip(vectors, chosen) if c))
+    else:
+        norm = math.sqrt(sum(float(((t * v) ** 2).sum()) for t, v, c in zip(scales, vectors, chosen) if c))
+    if not math.isfinite(norm):
+        return None, norm, True
+    e = []
+    for i, (v, c) in enumerate(zip(vectors, chosen)):
+        if not c:
+            e.append(torch.zeros_like(v))
+        elif scales is None:
+            e.append(radius * v / (norm + eps))
+        else:
+            e.append(radius * scales[i] * scales[i] * v / (norm + eps))
+    return e, norm, False
+
+
+def esam_rows(method, before, after):
+    """ESAM's SDS: the ceil(gamma B) rows whose loss rose most from w to w + e
+    (after - before, per row), in ascending row order. sorted() is stable, so
+    equal rises keep the lower row first (topk would not promise that)."""
+    rise = (after - before).tolist()
+    count = math.ceil(method["gamma"] * len(rise))
+    order = sorted(range(len(rise)), key=lambda i: rise[i], reverse=True)
+    return sorted(order[:count])
+
+
+def descent(method, state, g, g_p):
+    """The gradient a SAM variant's base steps with after an ascent that ran,
+    and what is then subtracted from w times the base's learning rate (None:
+    nothing).
+
+      gsam     g_p - alpha g_perp, g_perp = g - <g, u> u, u = g_p / (||g_p|| + eps):
+               the part of g orthogonal to g_p
+      looksam  g_p; keeps g_v = g_p - (<g, g_p> / (||g||^2 + eps)) g for the steps between
+      wsam     a = gamma / (1 - gamma); decouple = false: a g_p + (1 - a) g;
+               decouple = true: g, then w <- w - lr a (g_p - g) after the base step
+      others   g_p
+    """
+    kind = method.ascent
+    eps = method["eps_norm"]
+    if kind == "gsam":
+        norm_p = global_norm(g_p)
+        u = [gp / (norm_p + eps) for gp in g_p]
+        along = dot(g, u)
+        perp = [gi - along * ui for gi, ui in zip(g, u)]
+        return [gp - method["alpha"] * pi for gp, pi in zip(g_p, perp)], None
+    if kind == "looksam":
+        along = dot(g, g_p) / (dot(g, g) + eps)
+        state["g_v"] = [gp - along * gi for gp, gi in zip(g_p, g)]
+        return g_p, None
+    if kind == "wsam":
+        a = method["gamma"] / (1.0 - method["gamma"])
+        if method["decouple"]:
+            return g, [a * (gp - gi) for gp, gi in zip(g_p, g)]
+        return [a * gp + (1.0 - a) * gi for gp, gi in zip(g_p, g)], None
+    return g_p, None
+
+
+def looksam_reuse(method, state, g):
+    """LookSAM between its ascents (t mod k != 0): one pass, and the descent
+    gradient g + alpha (||g|| / (||g_v|| + eps)) g_v, with the g_v of the last
+    ascent; g itself while there is none (the first ascent was skipped)."""
+    g_v = state.get("g_v")
+    if g_v is None:
+        return g
+    weight = method["alpha"] * (global_norm(g) / (global_norm(g_v) + method["eps_norm"]))
+    return [gi + weight * vi for gi, vi in zip(g, g_v)]
+
+
+# ---------------------------------------------------------------------------
 # The step (docs/ALGORITHMS.md §1) and the run
 # ---------------------------------------------------------------------------
 
@@ -331,22 +530,26 @@ def run(case):
     pretrained = model.snapshot() if method.target == "tram-pre" else None
     history = model.snapshot() if method.target == "tram-ema" else None  # θ̄, starting at θ_0
     ema = model.snapshot() if reg == "mesa" else None
+    state = {}  # the SAM variants' state across steps (F-SAM's m, VaSSO's d, LookSAM's g_v)
 
     def noised(x, z, batch_index):
         if z is None:
             raise CaseError(f"batches[{batch_index}].noise is missing; {method.name} adds noise to its inputs")
         return x + z
 
-    def regularizer(logits, x_noisy, targets):
-        """R of one pass (docs/ALGORITHMS.md §7), with gradient through `logits`."""
+    def regularizer(logits, x_noisy, targets, rows=None):
+        """R of one pass (docs/ALGORITHMS.md §7), with gradient through `logits`;
+        over the given rows of the batch only (ESAM's pass 2), or all of them."""
+        def pick(t):
+            return t if rows is None else t[rows]
         if reg == "trpo":
-            return divergence(targets["previous"], logits)
+            return divergence(pick(targets["previous"]), logits)
         if reg == "r3f":
-            noisy_logits = model.logits(x_noisy())
+            noisy_logits = model.logits(pick(x_noisy()))
             return divergence(logits, noisy_logits, "symmetric")
         if reg == "mesa":
             tau = method["temperature"]
-            return tau * tau * divergence(targets["ema"] / tau, logits / tau)
+            return tau * tau * divergence(pick(targets["ema"]) / tau, logits / tau)
         return None
 
     def backward(loss):
@@ -365,7 +568,9 @@ def run(case):
                   "perturbation_norm": 0.0, "perturbed_loss": 0.0, "sharpness": 0.0}
         # interval: the sharpness-aware step only on steps t mod interval == 0;
         # the others are one pass of the method's loss and the base step.
-        ascending = method.ascent is not None and step % int(method["interval"]) == 0
+        # LookSAM ascends on t mod k == 0 and reuses g_v in between.
+        every = 1 if method.ascent is None else int(method["k" if method.ascent == "looksam" else "interval"])
+        ascending = method.ascent is not None and step % every == 0
 
         # Targets under no-grad.
         targets = {}
@@ -381,6 +586,8 @@ def run(case):
             if ascending and method.target == "tram-noise":
                 targets["noise"] = model.logits(x_noisy())
 
+        decoupled = None  # WSAM's term after the base step (decouple = true)
+
         # 1. Pass 1 at w (on noised inputs for TRAM-Fisher's ascent).
         logits = model.logits(x_noisy() if ascending and method.ascent == "tram-fisher" else x)
         loss = F.cross_entropy(logits, y)
@@ -394,7 +601,13 @@ def run(case):
         if ascending:
             # Radius: fixed, or clamp(scale * d, 0, max_radius).
             if method.target is None:
-                radius = method["gamma"] if method.ascent in ("fsam", "tram-fisher") else method["rho"]
+                if method.ascent in ("fsam", "tram-fisher"):
+                    radius = method["gamma"]
+                elif method.ascent == "esam":
+                    # SWP perturbs about a fraction beta of the tensors, with a radius 1 / beta larger.
+                    radius = method["rho"] / method["beta"]
+                else:
+                    radius = method["rho"]
             else:
                 current = logits.detach()
                 with torch.no_grad():
@@ -411,7 +624,13 @@ def run(case):
                     radius = min(radius, method["max_radius"])
             record["radius"] = [radius]
             # 2. Ascent from an exact copy of w.
-            e, norm, skipped = perturbation(method, radius, model.params, grads)
+            if method.ascent in SAM_VARIANTS:
+                vectors, selected, kept_state = ascent_vector(method, state, step, grads)
+                e, norm, skipped = sam_ascent(method, radius, model.params, vectors, selected)
+                if not skipped:
+                    state.update(kept_state)
+            else:
+                e, norm, skipped = perturbation(method, radius, model.params, grads)
             record["ascent_norm"], record["ascent_skipped"] = norm, skipped
             if e is not None:
                 record["perturbation_norm"] = math.sqrt(sum(float((ei * ei).sum()) for ei in e))
@@ -419,17 +638,33 @@ def run(case):
             with torch.no_grad():
                 for p, ei in zip(model.params, e or []):
                     p.add_(ei)
-            # 3. Pass 2 at w + e on the clean inputs (the regularizer too).
-            logits2 = model.logits(x)
-            loss2 = F.cross_entropy(logits2, y)
+            # ESAM's SDS: a no-grad pass at w + e ranks the rows by how much
+            # their loss rose; pass 2 runs on the ceil(gamma B) that rose most.
+            rows = None
+            if method.ascent == "esam" and not skipped:
+                with torch.no_grad():
+                    before = F.cross_entropy(logits.detach(), y, reduction="none")
+                    after = F.cross_entropy(model.logits(x), y, reduction="none")
+                rows = torch.tensor(esam_rows(method, before, after), dtype=torch.int64)
+            # 3. Pass 2 at w + e on the clean inputs (the regularizer too),
+            # on ESAM's kept rows only.
+            logits2 = model.logits(x if rows is None else x[rows])
+            loss2 = F.cross_entropy(logits2, y if rows is None else y[rows])
             record["perturbed_loss"] = float(loss2.detach())
             record["sharpness"] = record["perturbed_loss"] - record["loss"]
-            r2 = regularizer(logits2, x_noisy, targets)
+            r2 = regularizer(logits2, x_noisy, targets, rows)
+            pass1_grads = grads
             grads = backward(loss2 if r2 is None else loss2 + method["lambda"] * r2)
             # 4. Exact restore (not w - e).
             with torch.no_grad():
                 for p, s in zip(model.params, saved):
                     p.copy_(s)
+            # A skipped ascent is an ordinary base step (pass 2 ran at w):
+            # only an ascent that ran gives a variant's own descent gradient.
+            if method.ascent in SAM_VARIANTS and not skipped:
+                grads, decoupled = descent(method, state, pass1_grads, grads)
+        elif method.ascent == "looksam":
+            grads = looksam_reuse(method, state, grads)
 
         # The base steps with the last gradient in the gradient slots.
         if previous is not None:
@@ -441,6 +676,13 @@ def run(case):
         for p, g in zip(model.params, grads):
             p.grad = g
         base_opt.step()
+        if decoupled is not None:
+            # WSAM's decoupled term, with the base's learning rate (group 0):
+            # w <- w - lr a (g_p - g), after the base step.
+            lr = base_opt.param_groups[0]["lr"]
+            with torch.no_grad():
+                for p, c in zip(model.params, decoupled):
+                    p.sub_(lr * c)
         if ema is not None:
             decay = method["ema_decay"]
             ema = [decay * m + (1.0 - decay) * p.detach() for m, p in zip(ema, model.params)]
