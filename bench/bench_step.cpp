@@ -53,7 +53,8 @@ int main(int argc, char** argv) {
                      {"small", "0"}},
                     "tram-bench-step: step time of every method on a GPT-2-small architecture.\n"
                     "--small: 2 layers, hidden 64, vocab 1000, batch 2 x 32 (a CPU smoke run).\n"
-                    "--methods a,b,c: factory names (default: every name except sgd and adamw).\n"
+                    "--methods a,b,c: factory names (default: every name except sgd and adamw); a name may\n"
+                    "  carry its own options after '@', ':'-separated: sam@interval=5, looksam@k=5:alpha=0.7.\n"
                     "--options: base-optimizer keys for tram::parse_options (base=adam is implied).");
   const torch::Device device = parse_device(flags.str("device"));
   const torch::ScalarType dtype = parse_dtype(flags.str("dtype"));
@@ -159,24 +160,34 @@ int main(int argc, char** argv) {
             << " ms, no-grad target forward " << fixed(target_ms, 2) << " ms, Adam step "
             << fixed(base_ms, 2) << " ms; plain LibTorch step " << fixed(plain_ms, 2) << " ms\n";
 
+  // Methods whose steps differ (interval, LookSAM) are timed step by step:
+  // step_ms is then the mean over the timed steps (whose pass counts the ideal
+  // averages), and offstep_ms the median of the one-pass steps, whose target
+  // is the plain loop's step (offstep_over_plain <= 1.1).
   Table table({"method", "grad_forwards", "nograd_forwards", "step_ms", "forward_ms", "backward_ms",
                "base_ms", "overhead_ms", "ideal_ms", "step_over_ideal", "step_over_plain",
-               "peak_GiB"});
+               "offstep_ms", "offstep_over_plain", "peak_GiB"});
   const bool has_memory = plain_peak >= 0;
   const double gib = 1024.0 * 1024.0 * 1024.0;
   table.add({"plain (LibTorch loop, no tram)", "1", "0", fixed(plain_ms, 2), fixed(forward_ms, 2),
              fixed(backward_ms, 2), fixed(base_ms, 2),
              fixed(plain_ms - forward_ms - backward_ms - base_ms, 2),
              fixed(forward_ms + backward_ms + base_ms, 2),
-             fixed(plain_ms / (forward_ms + backward_ms + base_ms), 3), "1.000",
+             fixed(plain_ms / (forward_ms + backward_ms + base_ms), 3), "1.000", "", "",
              fixed_or_blank(static_cast<double>(plain_peak) / gib, 2, has_memory)});
 
   // --- every method ------------------------------------------------------------
-  for (const auto& method : methods) {
-    std::cout << method << "...\n" << std::flush;
+  for (const auto& spec : methods) {
+    std::cout << spec << "...\n" << std::flush;
     reset_peak_memory(device);
+    const std::string method = spec.substr(0, spec.find('@'));
     try {
       tram::OptionMap options = base_options;
+      if (spec.find('@') != std::string::npos) {
+        std::string own = spec.substr(spec.find('@') + 1);
+        std::replace(own.begin(), own.end(), ':', ',');
+        for (const auto& [key, value] : tram::parse_options(own)) options[key] = value;
+      }
       const bool plain_base = method == "sgd" || method == "adam" || method == "adamw";
       if (!plain_base) options["base"] = std::string("adam");
       auto optimizer = tram::make_optimizer(method, model->parameters(), options);
@@ -185,7 +196,18 @@ int main(int argc, char** argv) {
       const tram::ForwardClosure closure = [&](const tram::Pass& pass) {
         return forward(pass, &counter);
       };
-      const double step_ms = median_ms(device, warmup, iters, [&] { optimizer->step(closure); });
+      std::vector<int> passes;  // per call, warm-up included
+      const auto times = time_calls(device, warmup, iters, [&] { passes.push_back(optimizer->step(closure).passes); });
+      const std::vector<int> timed(passes.end() - static_cast<std::ptrdiff_t>(times.size()), passes.end());
+      const bool uniform = std::all_of(timed.begin(), timed.end(), [&](int n) { return n == timed.front(); });
+      std::vector<double> offsteps;
+      for (size_t i = 0; i < times.size(); ++i) {
+        if (timed[i] == 1 && !uniform) offsteps.push_back(times[i]);
+      }
+      double mean_ms = 0;
+      for (double t : times) mean_ms += t / static_cast<double>(times.size());
+      const double step_ms = uniform ? median(times) : mean_ms;
+      const double offstep_ms = median(offsteps);
       const int64_t peak = peak_memory_bytes(device);
       const double steps = warmup + iters;
       const double grad_forwards = static_cast<double>(counter.with_grad) / steps;
@@ -193,18 +215,19 @@ int main(int argc, char** argv) {
       const double method_forward_ms = grad_forwards * forward_ms + nograd_forwards * target_ms;
       const double method_backward_ms = grad_forwards * backward_ms;
       const double ideal_ms = method_forward_ms + method_backward_ms + base_ms;
-      table.add({method, fixed(grad_forwards, 1), fixed(nograd_forwards, 1), fixed(step_ms, 2),
+      table.add({spec, fixed(grad_forwards, 1), fixed(nograd_forwards, 1), fixed(step_ms, 2),
                  fixed(method_forward_ms, 2), fixed(method_backward_ms, 2), fixed(base_ms, 2),
                  fixed(step_ms - ideal_ms, 2), fixed(ideal_ms, 2), fixed(step_ms / ideal_ms, 3),
-                 fixed(step_ms / plain_ms, 3),
+                 fixed(step_ms / plain_ms, 3), fixed_or_blank(offstep_ms, 2, !offsteps.empty()),
+                 fixed_or_blank(offstep_ms / plain_ms, 3, !offsteps.empty()),
                  fixed_or_blank(static_cast<double>(peak) / gib, 2, has_memory)});
     } catch (const c10::Error& error) {
       // Out of memory at this batch (R3F and the TRAM variants hold more
       // logits than the base): record it and go on with the next method.
       const std::string message = error.what_without_backtrace();
-      std::cerr << method << " failed: " << message.substr(0, 300) << "\n";
+      std::cerr << spec << " failed: " << message.substr(0, 300) << "\n";
       const bool oom = message.find("out of memory") != std::string::npos;
-      table.add({method, "", "", oom ? "OOM" : "error", "", "", "", "", "", "", "", ""});
+      table.add({spec, "", "", oom ? "OOM" : "error", "", "", "", "", "", "", "", "", "", ""});
     }
     model->zero_grad();
     release_cached_memory(device);
