@@ -81,7 +81,7 @@ struct PassOutput {
   torch::Tensor loss;
   torch::Tensor logits;
   torch::Tensor mask;
-  torch::Tensor row_losses;
+  torch::Tensor row_losses = {};  // defaulted, so {loss, logits, mask} stays warning-free
 };
 
 using ForwardClosure = std::function<PassOutput(const Pass&)>;
