@@ -199,8 +199,12 @@ class CrossLingualExperiment : public Experiment {
         [&](int64_t step) -> ForwardClosure {
           auto batch = finetune_.rows(batches.rows_of(step));
           return [model, batch](const Pass& pass) -> PassOutput {
-            auto logits = model->forward(batch.ids, batch.mask, models::perturb_hook(pass));
-            return {torch::nn::functional::cross_entropy(logits, batch.labels), logits, {}};
+            namespace F = torch::nn::functional;
+            // pass.select: the rows ESAM keeps for pass 2 (every row otherwise).
+            const auto labels = pass.select(batch.labels);
+            auto logits = model->forward(pass.select(batch.ids), pass.select(batch.mask), models::perturb_hook(pass));
+            auto rows = F::cross_entropy(logits.detach(), labels, F::CrossEntropyFuncOptions().reduction(torch::kNone));
+            return {F::cross_entropy(logits, labels), logits, {}, rows};
           };
         },
         s_.finetune_batch, "crosslingual " + method + " seed " + std::to_string(seed), "pairs");

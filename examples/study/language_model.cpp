@@ -55,10 +55,16 @@ torch::Tensor subset_rows(const torch::Tensor& blocks, int64_t limit) {
 
 // The pass's output keeps only the logits that predict a token (the last
 // position predicts nothing): the trust-region distances compare those.
-PassOutput causal_lm_pass(models::GPT2LMHeadModel& model, const torch::Tensor& ids, const Pass* pass) {
+// Each block's mean token loss is its row loss (ESAM's data selection keeps
+// whole blocks; pass->select gives the kept ones).
+PassOutput causal_lm_pass(models::GPT2LMHeadModel& model, const torch::Tensor& all_ids, const Pass* pass) {
+  const auto ids = pass ? pass->select(all_ids) : all_ids;
   auto logits = pass ? model->forward(ids, {}, models::perturb_hook(*pass)) : model->forward(ids);
   auto predicting = models::next_token_logits(logits);
-  return {models::causal_lm_loss(predicting, ids), predicting, {}};
+  namespace F = torch::nn::functional;
+  auto tokens = F::cross_entropy(predicting.detach().reshape({-1, predicting.size(-1)}),
+                                 ids.slice(1, 1).reshape({-1}), F::CrossEntropyFuncOptions().reduction(torch::kNone));
+  return {models::causal_lm_loss(predicting, ids), predicting, {}, tokens.view({ids.size(0), -1}).mean(1)};
 }
 
 // Rows per evaluation batch.

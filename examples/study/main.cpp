@@ -15,6 +15,7 @@
 #include <chrono>
 #include <optional>
 #include <fstream>
+#include <map>
 #include <iostream>
 #include <sstream>
 
@@ -23,16 +24,32 @@ namespace {
 namespace fs = std::filesystem;
 using namespace tram::study;
 
-// Every method of the paper's tables, and TRAM with its radius scaled up.
-const std::vector<std::string> kAllMethods = {
-    "adam",     "sam",        "asam",        "fsam",  "trpo", "r3f", "mesa", "tram-prev",
-    "tram-pre", "tram-noise", "tram-fisher", "tram-prev:scale=100", "tram-pre:scale=100", "tram-noise:scale=100"};
+const std::string kReleased = std::string(":") + kReleasedCode;
+
+// The rows of the default preset, in every experiment: the base optimizer,
+// the SAM-style methods and the best trust-region baseline of the paper's
+// XNLI table (R3F), three TRAM variants at the paper's radius (r = d), the
+// same three as the released code computes them, the peers' SAM variants,
+// and the paper's Table-14 ablations (TRAM-EMA; the L2 and MMD distances).
+const std::vector<std::string> kDefaultMethods = {
+    "adam",       "sam",       "asam",        "r3f",          "tram-prev",
+    "tram-pre",   "tram-noise", "tram-prev" + kReleased, "tram-pre" + kReleased, "tram-noise" + kReleased,
+    "gsam",       "looksam",    "esam",        "friendly-sam", "vasso",
+    "wsam",       "tram-ema",   "tram-pre:divergence=mmd", "tram-pre:divergence=l2"};
+// Every method of the paper's tables besides (the full preset).
+const std::vector<std::string> kPaperOnlyMethods = {"fsam", "trpo", "mesa", "tram-fisher"};
+// TRAM's radius is scale * d and d is small (docs/ALGORITHMS.md §3): one
+// experiment sweeps the scale (1 is the tram-prev row).
+const std::vector<std::string> kScaleSweep = {"tram-prev:scale=10", "tram-prev:scale=100", "tram-prev:scale=1000"};
+const std::string kScaleSweepExperiment = "crosslingual";
 const std::vector<std::string> kAllExperiments = {"vision", "lm", "crosslingual"};
 
 struct Preset {
   std::string name;
   std::string description;
   std::vector<std::string> methods;
+  // Rows run in one experiment only, after `methods` (the scale sweep).
+  std::map<std::string, std::vector<std::string>> experiment_methods;
   int64_t seeds;
   VisionSettings vision;
   LanguageModelSettings lm;
@@ -40,19 +57,29 @@ struct Preset {
 };
 
 Preset default_preset() {
-  // Eight of the runs: the base optimizer, the two SAM-style methods, the
-  // best trust-region baseline of the paper's XNLI table (R3F), three TRAM
-  // variants at the paper's radius (scale 1: r = d), and TRAM-θt-1 with the
-  // radius scaled up (docs/ALGORITHMS.md §3: d is small, so the study measures the scale).
+  // 19 rows x 5 seeds x 3 experiments + the 3-row scale sweep: 300 runs,
+  // about 4x the first edition's 72, in about the same time: the fine-tuning
+  // runs and evaluation sets are shorter than the settings' defaults
+  // (docs/STUDY.md, "Time").
   Preset p{"default",
-           "the 2-CPU preset: small models, short runs, 8 of the 14 method settings, 3 seeds; a smoke-scale "
-           "study whose confidence intervals are wide. Use --full (a GPU, or hours of CPU) for the study proper",
-           {"adam", "sam", "asam", "r3f", "tram-prev", "tram-pre", "tram-noise", "tram-prev:scale=100"}, 3, {}, {}, {}};
+           "the 2-CPU preset: small models, short runs, 19 method settings (plus a TRAM scale sweep in the "
+           "cross-lingual experiment), 5 seeds; a smoke-scale study whose confidence intervals are wide. Use --full "
+           "(a GPU, or hours of CPU) for the study proper",
+           kDefaultMethods, {{kScaleSweepExperiment, kScaleSweep}}, 5, {}, {}, {}};
+  p.vision.finetune_steps = 60;
+  p.vision.eval_examples = 500;
+  p.lm.finetune_steps = 40;
+  p.lm.eval_blocks = 16;
+  p.crosslingual.finetune_steps = 120;
+  p.crosslingual.eval_examples = 96;
   return p;
 }
 
 Preset full_preset() {
-  Preset p{"full", "the full preset: larger models, longer runs, every method, 5 seeds", kAllMethods, 5, {}, {}, {}};
+  std::vector<std::string> methods = kDefaultMethods;
+  methods.insert(methods.end(), kPaperOnlyMethods.begin(), kPaperOnlyMethods.end());
+  Preset p{"full", "the full preset: larger models, longer runs, every method, 5 seeds", methods,
+           {{kScaleSweepExperiment, kScaleSweep}}, 5, {}, {}, {}};
   p.vision.hidden = 128;
   p.vision.layers = 4;
   p.vision.pretrain_steps = 3000;
@@ -74,6 +101,17 @@ Preset full_preset() {
   return p;
 }
 
+// The rows of one experiment.
+std::vector<std::string> methods_of(const Preset& preset, const std::string& experiment) {
+  std::vector<std::string> methods = preset.methods;
+  if (auto more = preset.experiment_methods.find(experiment); more != preset.experiment_methods.end()) {
+    for (const auto& method : more->second) {
+      if (std::find(methods.begin(), methods.end(), method) == methods.end()) methods.push_back(method);
+    }
+  }
+  return methods;
+}
+
 std::vector<std::string> split_list(const std::string& text) {
   std::vector<std::string> items;
   std::stringstream in(text);
@@ -93,11 +131,11 @@ void usage(std::ostream& out, const Preset& preset) {
   out << "usage: tram-study [--full] [--methods a,b,...] [--seeds N] [--experiments e1,e2]\n"
          "                  [--out DIR] [--threads N]\n"
          "  --full          the full preset (larger models, longer runs, 5 seeds); default: the 2-CPU preset\n"
-         "  --methods       tram factory names, each optionally with factory options after ':'\n"
-         "                  (tram-prev:scale=100); default: "
+         "  --methods       tram factory names, each optionally with factory options after ':',\n"
+         "                  ';'-separated (tram-prev:scale=100;max_radius=0.5); default: "
       << join(preset.methods)
       << "\n"
-         "  --seeds N       seeds 0..N-1 (default 3, or 5 with --full)\n"
+         "  --seeds N       seeds 0..N-1 (default 5)\n"
          "  --experiments   of: "
       << join(kAllExperiments)
       << " (default: all)\n"
@@ -155,6 +193,7 @@ int main(int argc, char** argv) {
         }
       }
       preset.methods = *methods;
+      preset.experiment_methods.clear();
       preset.description += " (methods as given on the command line)";
     }
     if (seeds) {
@@ -186,7 +225,7 @@ int main(int argc, char** argv) {
     int64_t to_do = 0;
     for (const auto& name : experiments) {
       auto experiment = make_experiment(name, preset);
-      for (const auto& method : preset.methods) {
+      for (const auto& method : methods_of(preset, name)) {
         for (int64_t seed = 0; seed < preset.seeds; ++seed) {
           RunRecord record;
           if (!load_record(record_path(out, name, method, seed), record) ||
@@ -207,7 +246,8 @@ int main(int argc, char** argv) {
       std::cout << "\n=== " << name << ": " << experiment->table().title << "\n" << std::flush;
       experiment->prepare(directory);
       std::vector<RunRecord> records = experiment->reference_rows();
-      for (const auto& method : preset.methods) {
+      const auto methods = methods_of(preset, name);
+      for (const auto& method : methods) {
         for (int64_t seed = 0; seed < preset.seeds; ++seed) {
           const fs::path file = record_path(out, name, method, seed);
           RunRecord record;
@@ -231,7 +271,7 @@ int main(int argc, char** argv) {
         }
       }
       std::vector<std::string> order = {"pre-trained"};
-      order.insert(order.end(), preset.methods.begin(), preset.methods.end());
+      order.insert(order.end(), methods.begin(), methods.end());
       const Table table = build_table(experiment->table(), records, order);
       write_csv(table, directory / "table.csv");
       const std::string markdown = to_markdown(table);
@@ -247,6 +287,7 @@ int main(int argc, char** argv) {
                          "linear CKA between the pre-trained and fine-tuned representations (token average), "
                          "English and the mean over the other languages"
                        : "")
+               << "; the cost: forward passes per step and seconds per run (2 cores)"
                << ":\n\n"
                << analysis << "\n";
       }

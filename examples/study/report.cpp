@@ -58,7 +58,10 @@ Table build_table(const TableSpec& spec, const std::vector<RunRecord>& records,
   table.columns.push_back(spec.in_distribution);
   table.columns.insert(table.columns.end(), spec.out_of_distribution.begin(), spec.out_of_distribution.end());
   table.columns.push_back(kZeroShotAverage);
+  // Every experiment's analysis ends with the method's cost: forward passes
+  // per step and the wall time of a run (LookSAM's and interval's point).
   table.analysis_columns = spec.analysis;
+  table.analysis_columns.insert(table.analysis_columns.end(), {kPassesColumn, kSecondsColumn});
 
   std::vector<std::string> order;
   std::set<std::string> present;
@@ -83,6 +86,10 @@ Table build_table(const TableSpec& spec, const std::vector<RunRecord>& records,
       for (const auto& column : spec.analysis) {
         auto found = record.analysis.find(column);
         if (found != record.analysis.end()) analysis[column].push_back(found->second);
+      }
+      if (auto passes = record.analysis.find("passes"); passes != record.analysis.end()) {
+        analysis[kPassesColumn].push_back(passes->second);
+        analysis[kSecondsColumn].push_back(record.seconds);
       }
     }
     for (const auto& [column, list] : values) table.cells[method][column] = summarize(list);
@@ -130,7 +137,7 @@ std::string to_markdown(const Table& table) {
   for (const auto& column : table.columns) best[column] = table.best(column);
   for (const auto& row : table.rows) {
     const auto& cells = table.cells.at(row);
-    md << "| " << row << " | " << seeds_of(cells) << " |";
+    md << "| " << row_label(row) << " | " << seeds_of(cells) << " |";
     for (const auto& column : table.columns) {
       auto found = cells.find(column);
       if (found == cells.end()) {
@@ -156,7 +163,7 @@ std::string analysis_markdown(const Table& table) {
   for (const auto& row : table.rows) {
     auto found = table.analysis.find(row);
     if (found == table.analysis.end()) continue;
-    md << "| " << row << " |";
+    md << "| " << row_label(row) << " |";
     for (const auto& column : table.analysis_columns) {
       auto cell = found->second.find(column);
       md << " " << (cell == found->second.end() ? "–" : format_general(cell->second))
@@ -186,6 +193,14 @@ void write_csv(const Table& table, const fs::path& file) {
   write(table.cells, table.columns);
   write(table.analysis, table.analysis_columns);
   if (!out) throw std::runtime_error("cannot write " + file.string());
+}
+
+std::string row_label(const std::string& method) {
+  const std::string suffix = std::string(":") + kReleasedCode;
+  if (method.size() > suffix.size() && method.compare(method.size() - suffix.size(), suffix.size(), suffix) == 0) {
+    return method.substr(0, method.size() - suffix.size()) + " (released code)";
+  }
+  return method;
 }
 
 namespace {
@@ -218,7 +233,8 @@ std::vector<fs::path> draw_plots(const Table& table, const std::string& baseline
       const auto& cells = table.cells.at(row);
       const auto& x = cells.at(id);
       const auto& y = cells.at(kZeroShotAverage);
-      out << quoted(row) << " " << x.mean << " " << y.mean << " " << x.ci95 << " " << y.ci95 << "\n";
+      // One block per method (gnuplot's "index"), so each gets its own key entry.
+      out << x.mean << " " << y.mean << " " << x.ci95 << " " << y.ci95 << "\n\n\n";
       x_low = std::min(x_low, x.mean), x_high = std::max(x_high, x.mean);
       y_low = std::min(y_low, y.mean), y_high = std::max(y_high, y.mean);
       if (row == "pre-trained") continue;
@@ -231,21 +247,28 @@ std::vector<fs::path> draw_plots(const Table& table, const std::string& baseline
     const double intercept = fit ? (sy - slope * sx) / n : 0.0;
     const fs::path png = prefix.string() + "-id-vs-zs.png";
     std::ofstream gp(prefix.string() + "-id-vs-zs.gp");
-    gp << "set terminal pngcairo size 900,650 font 'Sans,11'\n"
+    gp << "set terminal pngcairo size 1200,700 font 'Sans,11'\n"
        << "set output " << quoted(png.string()) << "\n"
        << "set title " << quoted(table.spec.title) << " font 'Sans,10'\n"
        << "set xlabel " << quoted("in-distribution " + metric + " (" + id + ")") << "\n"
        << "set ylabel " << quoted("zero-shot average " + metric) << "\n"
-       << "set key off\nset grid\n";
+       << "set key outside right top vertical font 'Sans,9' spacing 1.1\nset grid\n";
     // The axes frame the means (wide confidence intervals are clipped, not
     // allowed to squeeze the points together).
     auto pad = [](double low, double high) { return std::max(0.15 * (high - low), 1e-3 * std::abs(high) + 1e-9); };
     gp << std::setprecision(10) << "set xrange [" << x_low - pad(x_low, x_high) << ":" << x_high + pad(x_low, x_high)
        << "]\nset yrange [" << y_low - pad(y_low, y_high) << ":" << y_high + pad(y_low, y_high) << "]\n";
     if (fit) gp << "f(x) = " << std::setprecision(10) << slope << " * x + " << intercept << "\n";
-    gp << "plot " << quoted(data.string()) << " using 2:3:4:5 with xyerrorbars pt 7 ps 1.2 lc rgb '#1f77b4', "
-       << quoted(data.string()) << " using 2:3:1 with labels offset 1.2,0.6 left font 'Sans,9'";
-    if (fit) gp << ", f(x) with lines dt 2 lc rgb '#d62728'";
+    // Twenty methods' names as point labels overlap; each point is numbered
+    // in the key instead, with a marker of its own.
+    gp << "plot ";
+    for (size_t i = 0; i < table.rows.size(); ++i) {
+      gp << (i ? ", " : "") << quoted(data.string()) << " index " << i << " using 1:2:3:4 with xyerrorbars pt "
+         << (5 + i % 9) << " ps 1.3 lc " << (i + 1) << " title " << quoted(std::to_string(i + 1) + "  " + row_label(table.rows[i]))
+         << ", " << quoted(data.string()) << " index " << i << " using 1:2:(\"" << i + 1
+         << "\") with labels offset 0.9,0.7 font 'Sans,8' tc lt " << (i + 1) << " notitle";
+    }
+    if (fit) gp << ", f(x) with lines dt 2 lc rgb '#d62728' title 'least squares, fine-tuned methods'";
     gp << "\n";
     gp.close();
     if (std::system(("gnuplot " + quoted(prefix.string() + "-id-vs-zs.gp")).c_str()) == 0) drawn.push_back(png);
@@ -260,7 +283,7 @@ std::vector<fs::path> draw_plots(const Table& table, const std::string& baseline
     for (const auto& row : table.rows) {
       if (row != baseline && row != "pre-trained") methods.push_back(row);
     }
-    for (const auto& method : methods) out << " " << quoted(method);
+    for (const auto& method : methods) out << " " << quoted(row_label(method));
     out << "\n";
     for (const auto& column : table.columns) {
       out << quoted(column);

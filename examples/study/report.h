@@ -24,6 +24,17 @@ Summary summarize(const std::vector<double>& values);
 double t_quantile_95(int64_t degrees_of_freedom);
 
 constexpr const char* kZeroShotAverage = "ZS avg";
+// The cost columns every analysis table ends with.
+constexpr const char* kPassesColumn = "passes/step";
+constexpr const char* kSecondsColumn = "s/run";
+
+// The options that reproduce the released TRAM code exactly (its ascent
+// formula, its KL reduction, T = |w|), as a study method suffix:
+// "tram-prev:" + kReleasedCode.
+constexpr const char* kReleasedCode = "formula=released;reduction=legacy;eta=0";
+// How a method reads in tables and plots: its spec, except that the released
+// code's options read "(released code)".
+std::string row_label(const std::string& method);
 
 struct Table {
   TableSpec spec;

@@ -69,7 +69,10 @@ std::unique_ptr<SharpnessAware> make_study_optimizer(const std::string& method_s
   const size_t colon = method_spec.find(':');
   const std::string method = method_spec.substr(0, colon);
   // The method's own options first: the study's defaults fill only what they leave out.
-  OptionMap options = colon == std::string::npos ? OptionMap{} : parse_options(method_spec.substr(colon + 1));
+  // Options after ':' are separated by ';' (commas separate the methods of --methods).
+  std::string own = colon == std::string::npos ? "" : method_spec.substr(colon + 1);
+  std::replace(own.begin(), own.end(), ';', ',');
+  OptionMap options = parse_options(own);
   const auto& bases = base_names();
   // A plain base name is the optimizer itself; anything else wraps Adam.
   if (std::find(bases.begin(), bases.end(), method) == bases.end() && !options.count("base")) {
@@ -117,6 +120,7 @@ RunRecord new_record(const std::string& experiment, const std::string& method, i
   record.train_loss = summary.tail_loss;
   record.analysis["radius"] = summary.mean_radius;
   record.analysis["d"] = summary.mean_distance;
+  record.analysis["passes"] = summary.mean_passes;
   return record;
 }
 

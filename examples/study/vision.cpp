@@ -152,8 +152,12 @@ class VisionExperiment : public Experiment {
           auto images = finetune_.images.index_select(0, index);
           auto labels = finetune_.labels.index_select(0, index);
           return [model, images, labels](const Pass& pass) mutable -> PassOutput {
-            auto logits = model->forward(images, models::perturb_hook(pass));
-            return {torch::nn::functional::cross_entropy(logits, labels), logits, {}};
+            namespace F = torch::nn::functional;
+            // pass.select: the rows ESAM keeps for pass 2 (every row otherwise).
+            const auto x = pass.select(images), y = pass.select(labels);
+            auto logits = model->forward(x, models::perturb_hook(pass));
+            auto rows = F::cross_entropy(logits.detach(), y, F::CrossEntropyFuncOptions().reduction(torch::kNone));
+            return {F::cross_entropy(logits, y), logits, {}, rows};
           };
         },
         s_.finetune_batch, "vision " + method + " seed " + std::to_string(seed), "images");

@@ -197,6 +197,30 @@ TEST(StudyReport, ConfidenceIntervalsAndBestCells) {
   EXPECT_NE(markdown.find("**26.00 ± 12.71**"), std::string::npos) << markdown;
 }
 
+TEST(StudyReport, CostColumnsAndTheReleasedCodesLabel) {
+  TableSpec spec{"t", "accuracy (%)", true, "id", {"a"}, {"radius"}};
+  auto record = [](const std::string& method, double passes, double seconds) {
+    RunRecord r;
+    r.method = method;
+    r.metrics = {{"id", 50}, {"a", 40}};
+    r.analysis = {{"radius", 0.05}, {"passes", passes}};
+    r.seconds = seconds;
+    return r;
+  };
+  const std::string released = std::string("tram-prev:") + kReleasedCode;
+  const Table table = build_table(spec, {record("looksam", 1.2, 3.0), record("looksam", 1.2, 5.0),
+                                         record(released, 3.0, 7.0)},
+                                  {"looksam", released});
+  EXPECT_EQ(table.analysis_columns, (std::vector<std::string>{"radius", kPassesColumn, kSecondsColumn}));
+  EXPECT_DOUBLE_EQ(table.analysis.at("looksam").at(kPassesColumn).mean, 1.2);
+  EXPECT_DOUBLE_EQ(table.analysis.at("looksam").at(kSecondsColumn).mean, 4.0);
+  EXPECT_EQ(row_label(released), "tram-prev (released code)");
+  EXPECT_EQ(row_label("tram-prev:scale=10"), "tram-prev:scale=10");
+  const std::string markdown = analysis_markdown(table);
+  EXPECT_NE(markdown.find("| tram-prev (released code) |"), std::string::npos) << markdown;
+  EXPECT_NE(markdown.find("passes/step"), std::string::npos) << markdown;
+}
+
 TEST(StudyVision, ShiftsDoWhatTheySay) {
   torch::manual_seed(0);
   auto images = torch::rand({4, 1, 28, 28});

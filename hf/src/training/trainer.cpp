@@ -274,6 +274,7 @@ LoopSummary run_steps(tram::SharpnessAware& optimizer, const Schedule& schedule,
     if (report.ascent_skipped) ++summary.skipped_ascents;
     summary.mean_radius += (report.radius.empty() ? 0.0 : report.radius.front()) / static_cast<double>(steps);
     summary.mean_distance += report.distance / static_cast<double>(steps);
+    summary.mean_passes += static_cast<double>(report.passes) / static_cast<double>(steps);
     if (step >= steps - tail) tail_loss += report.loss;
     std::ostringstream shown;
     shown << "loss " << std::fixed << std::setprecision(4) << report.loss << " lr " << std::scientific

@@ -75,6 +75,9 @@ struct LoopSummary {
   // step this call ran adds its value / schedule.total_steps.
   double mean_radius = 0.0;
   double mean_distance = 0.0;
+  // Mean forward passes per step (StepReport::passes), over the schedule's
+  // steps like the radius: the method's cost (LookSAM and interval vary it).
+  double mean_passes = 0.0;
   int64_t skipped_ascents = 0;  // steps whose ascent was skipped (non-finite gradient norm)
 };
 
