@@ -15,12 +15,46 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include <cstdlib>
+#include <optional>
+
 namespace tram {
 
 namespace {
+// env:// is the launcher's rendezvous (torchrun, torch.distributed.launch):
+// MASTER_ADDR and MASTER_PORT name the store. When the launcher's agent hosts
+// that store itself (TORCHELASTIC_USE_AGENT_STORE, torchrun's default), every
+// rank connects as a client; otherwise rank 0 serves it.
+std::string required_environment(const char* who, const char* name) {
+  const char* value = std::getenv(name);
+  TORCH_CHECK(value != nullptr && *value != '\0', who, ": rendezvous 'env://' needs the environment variable ", name,
+              " (set by torchrun; or give tcp://<host>:<port>)");
+  return value;
+}
+
+bool agent_hosts_store() {
+  const char* value = std::getenv("TORCHELASTIC_USE_AGENT_STORE");
+  if (value == nullptr) return false;
+  const std::string text = value;
+  return text == "True" || text == "true" || text == "1";
+}
+
 c10::intrusive_ptr<c10d::Store> make_store(const char* who, const std::string& rendezvous, int rank,
                                            int world_size, std::chrono::milliseconds timeout) {
   const std::string file = "file://", tcp = "tcp://";
+  if (rendezvous == "env://") {
+    const std::string port = required_environment(who, "MASTER_PORT");
+    c10d::TCPStoreOptions options;
+    try {
+      options.port = static_cast<uint16_t>(std::stoi(port));
+    } catch (const std::exception&) {
+      TORCH_CHECK(false, who, ": MASTER_PORT is '", port, "', not a port number");
+    }
+    options.isServer = rank == 0 && !agent_hosts_store();
+    options.numWorkers = agent_hosts_store() ? std::nullopt : std::optional<std::size_t>(world_size);
+    options.timeout = timeout;
+    return c10::make_intrusive<c10d::TCPStore>(required_environment(who, "MASTER_ADDR"), options);
+  }
   if (rendezvous.rfind(file, 0) == 0) {
     return c10::make_intrusive<c10d::FileStore>(rendezvous.substr(file.size()), world_size);
   }
@@ -53,8 +87,10 @@ c10::intrusive_ptr<c10d::Backend> make_process_group(const std::string& rendezvo
   auto store = make_store(who, rendezvous, rank, world_size, timeout);
   auto options = c10d::ProcessGroupGloo::Options::create(timeout);
   // Loopback for a single host; multi-host runs use the host's name.
-  const bool loopback = rendezvous.rfind("file://", 0) == 0 || rendezvous.find("127.0.0.1") != std::string::npos ||
-                        rendezvous.find("localhost") != std::string::npos;
+  std::string where = rendezvous;
+  if (rendezvous == "env://" && std::getenv("MASTER_ADDR") != nullptr) where = std::getenv("MASTER_ADDR");
+  const bool loopback = rendezvous.rfind("file://", 0) == 0 || where.find("127.0.0.1") != std::string::npos ||
+                        where.find("localhost") != std::string::npos;
   options->devices.push_back(loopback ? c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1")
                                       : c10d::ProcessGroupGloo::createDefaultDevice());
   return c10::make_intrusive<c10d::ProcessGroupGloo>(c10::make_intrusive<c10d::PrefixStore>("tram", store), rank,

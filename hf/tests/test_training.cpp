@@ -16,6 +16,7 @@
 
 #include <tram/tram.h>
 
+
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -352,6 +353,50 @@ TEST(Cli, ErrorsListTheValidChoices) {
   EXPECT_NE(error({"--world-size", "2", "--rank", "2", "--rendezvous", "file:///x"}).find("--rank"),
             std::string::npos);
   EXPECT_THROW(parse_command_line(Program::kVit, {"--train", "t"}), UsageError);  // --model missing
+}
+
+// torchrun's environment: env:// by default, rank and world size from it, the
+// CUDA device from LOCAL_RANK, and flags that disagree with it rejected.
+TEST(Cli, TorchrunEnvironmentGivesRankWorldSizeAndDevice) {
+  struct Environment {
+    Environment() {
+      setenv("RANK", "1", 1);
+      setenv("WORLD_SIZE", "2", 1);
+      setenv("MASTER_ADDR", "127.0.0.1", 1);
+      setenv("MASTER_PORT", "29511", 1);
+      setenv("LOCAL_RANK", "1", 1);
+    }
+    ~Environment() {
+      for (const char* name : {"RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK"}) unsetenv(name);
+    }
+  } environment;
+  const std::vector<std::string> base = {"--model", "m", "--train", "t", "--batch-size", "4"};
+  const auto o = parse_command_line(Program::kVit, base);
+  EXPECT_EQ(o.rendezvous, "env://");
+  EXPECT_EQ(o.world_size, 2);
+  EXPECT_EQ(o.rank, 1);
+  EXPECT_EQ(o.local_rank, 1);
+  auto with = [&](std::vector<std::string> extra) {
+    extra.insert(extra.begin(), base.begin(), base.end());
+    return extra;
+  };
+  // An explicit rendezvous wins over the environment.
+  const auto file = parse_command_line(Program::kVit, with({"--world-size", "2", "--rank", "0", "--rendezvous", "file:///x"}));
+  EXPECT_EQ(file.rendezvous, "file:///x");
+  EXPECT_EQ(file.rank, 0);
+  try {
+    parse_command_line(Program::kVit, with({"--rendezvous", "env://", "--rank", "0"}));
+    ADD_FAILURE() << "a --rank that disagrees with RANK was accepted";
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("RANK=1"), std::string::npos) << e.what();
+  }
+  unsetenv("MASTER_PORT");
+  EXPECT_EQ(parse_command_line(Program::kVit, base).rendezvous, "");  // not launched: one process
+  try {
+    parse_command_line(Program::kVit, with({"--rendezvous", "env://"}));
+  } catch (const UsageError& e) {
+    ADD_FAILURE() << "env:// without MASTER_PORT fails in the store, naming it, not in parsing: " << e.what();
+  }
 }
 
 TEST(Cli, UnknownOptimizerKeysAreUsageErrors) {

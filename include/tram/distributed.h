@@ -23,7 +23,9 @@ namespace tram {
 
 // A Gloo backend (CPU tensors) for `world_size` ranks. `rendezvous` is
 // "file://<path>" (a FileStore shared by all ranks; remove the file between
-// runs) or "tcp://<host>:<port>" (a TCPStore that rank 0 serves). Collectives
+// runs), "tcp://<host>:<port>" (a TCPStore that rank 0 serves), or "env://"
+// (the launcher's: MASTER_ADDR and MASTER_PORT, a store torchrun's agent
+// serves when TORCHELASTIC_USE_AGENT_STORE is set, else rank 0). Collectives
 // that do not complete within `timeout` (e.g. a rank died) throw.
 c10::intrusive_ptr<c10d::Backend> make_process_group(const std::string& rendezvous, int rank, int world_size,
                                                      std::chrono::milliseconds timeout = std::chrono::minutes(5));

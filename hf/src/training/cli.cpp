@@ -8,6 +8,7 @@
 #include <functional>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <sstream>
 
 namespace tram::hf::training {
@@ -185,14 +186,52 @@ std::string usage(Program program) {
          "  --stop-after N           stop after N steps, leaving a resumable state\n"
          "  --quiet                  no progress output\n"
          "Data parallel (one process per rank; only rank 0 writes):\n"
-         "  --world-size W --rank R --rendezvous file:///PATH|tcp://HOST:PORT\n"
+         "  --world-size W --rank R --rendezvous file:///PATH|tcp://HOST:PORT|env://\n"
+         "                           env:// (the default when RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT\n"
+         "                           are set, as torchrun sets them) reads rank and world size from there,\n"
+         "                           and LOCAL_RANK picks the CUDA device:\n"
+         "                           torchrun --no-python --nproc-per-node 2 PROGRAM ...\n"
          "  --help\n";
   return out.str();
 }
 
+namespace {
+// torchrun's environment: with --rendezvous env://, or by default when all
+// four variables are set and no rendezvous was given, rank and world size come
+// from RANK and WORLD_SIZE (a flag given as well must agree) and the CUDA
+// device from LOCAL_RANK.
+void apply_launcher_environment(Options& o, bool world_given, bool rank_given) {
+  auto variable = [](const char* name) -> std::optional<std::string> {
+    const char* value = std::getenv(name);
+    if (value == nullptr || *value == '\0') return std::nullopt;
+    return std::string(value);
+  };
+  const bool launched = variable("RANK") && variable("WORLD_SIZE") && variable("MASTER_ADDR") && variable("MASTER_PORT");
+  if (o.rendezvous.empty() && launched && !world_given && !rank_given) o.rendezvous = "env://";
+  if (o.rendezvous != "env://") return;
+  auto number = [&](const char* name, int minimum) {
+    const auto value = variable(name);
+    if (!value) throw UsageError(std::string("--rendezvous env:// needs the environment variable ") + name +
+                                 " (torchrun sets it)");
+    return static_cast<int>(to_integer(name, *value, minimum));
+  };
+  const int world = number("WORLD_SIZE", 1), rank = number("RANK", 0);
+  if (world_given && o.world_size != world) {
+    throw UsageError("--world-size " + std::to_string(o.world_size) + " disagrees with WORLD_SIZE=" +
+                     std::to_string(world));
+  }
+  if (rank_given && o.rank != rank) {
+    throw UsageError("--rank " + std::to_string(o.rank) + " disagrees with RANK=" + std::to_string(rank));
+  }
+  o.world_size = world;
+  o.rank = rank;
+  if (variable("LOCAL_RANK")) o.local_rank = number("LOCAL_RANK", 0);
+}
+}  // namespace
+
 Options parse_command_line(Program program, const std::vector<std::string>& arguments) {
   Options o = defaults(program);
-  bool steps_given = false, epochs_given = false;
+  bool steps_given = false, epochs_given = false, world_given = false, rank_given = false;
   using Setter = std::function<void(const std::string&)>;
   std::map<std::string, Setter> with_value = {
       {"--model", [&](const std::string& v) { o.model = v; }},
@@ -231,8 +270,16 @@ Options parse_command_line(Program program, const std::vector<std::string>& argu
       {"--num-labels", [&](const std::string& v) { o.num_labels = to_integer("--num-labels", v, 1); }},
       {"--limit", [&](const std::string& v) { o.limit = to_integer("--limit", v, 0); }},
       {"--max-length", [&](const std::string& v) { o.max_length = to_integer("--max-length", v, 2); }},
-      {"--world-size", [&](const std::string& v) { o.world_size = static_cast<int>(to_integer("--world-size", v, 1)); }},
-      {"--rank", [&](const std::string& v) { o.rank = static_cast<int>(to_integer("--rank", v, 0)); }},
+      {"--world-size",
+       [&](const std::string& v) {
+         o.world_size = static_cast<int>(to_integer("--world-size", v, 1));
+         world_given = true;
+       }},
+      {"--rank",
+       [&](const std::string& v) {
+         o.rank = static_cast<int>(to_integer("--rank", v, 0));
+         rank_given = true;
+       }},
       {"--rendezvous", [&](const std::string& v) { o.rendezvous = v; }},
   };
   std::map<std::string, std::function<void()>> switches = {
@@ -274,6 +321,7 @@ Options parse_command_line(Program program, const std::vector<std::string>& argu
   if (o.model.empty()) throw UsageError("--model DIR is required");
   if (o.train.empty()) throw UsageError("--train PATH is required");
   if (o.tokenizer.empty()) o.tokenizer = o.model;
+  apply_launcher_environment(o, world_given, rank_given);
   if (o.rank >= o.world_size) {
     throw UsageError("--rank must be < --world-size (" + std::to_string(o.world_size) + "), got " +
                      std::to_string(o.rank));

@@ -53,7 +53,7 @@ models::PretrainedOptions load_options(const Options& options, std::optional<int
   models::PretrainedOptions o;
   o.num_labels = num_labels;
   o.dtype = options.dtype == "float64" ? torch::kFloat64 : torch::kFloat32;
-  o.device = options.device == "cuda" ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
+  o.device = options.device == "cuda" ? torch::Device(torch::kCUDA, options.local_rank) : torch::Device(torch::kCPU);
   return o;
 }
 

@@ -49,7 +49,7 @@ std::pair<uint64_t, uint32_t> file_crc(const fs::path& file) {
 
 std::vector<torch::Device> generator_devices(const Options& options) {
   std::vector<torch::Device> devices = {torch::kCPU};
-  if (options.device == "cuda") devices.emplace_back(torch::kCUDA, 0);
+  if (options.device == "cuda") devices.emplace_back(torch::kCUDA, options.local_rank);
   return devices;
 }
 

@@ -74,6 +74,8 @@ struct Options {
   int world_size = 1;
   int rank = 0;
   std::string rendezvous;
+  // The CUDA device of this rank (--device cuda): LOCAL_RANK under a launcher, else 0.
+  int local_rank = 0;
   bool quiet = false;
 
   // The options handed to tram::make_optimizer: --optimizer-options, with the
