@@ -191,6 +191,8 @@ std::string usage(Program program) {
          "                           are set, as torchrun sets them) reads rank and world size from there,\n"
          "                           and LOCAL_RANK picks the CUDA device:\n"
          "                           torchrun --no-python --nproc-per-node 2 PROGRAM ...\n"
+         "  --collective-timeout S   a collective that waits longer for the other ranks fails the run,\n"
+         "                           naming it (default 300)\n"
          "  --help\n";
   return out.str();
 }
@@ -281,6 +283,7 @@ Options parse_command_line(Program program, const std::vector<std::string>& argu
          rank_given = true;
        }},
       {"--rendezvous", [&](const std::string& v) { o.rendezvous = v; }},
+      {"--collective-timeout", [&](const std::string& v) { o.collective_timeout = to_integer("--collective-timeout", v, 1); }},
   };
   std::map<std::string, std::function<void()>> switches = {
       {"--help", [&] { o.help = true; }},

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <zlib.h>
 
+#include <chrono>
 #include <cmath>
 #include <fstream>
 #include <iomanip>
@@ -334,7 +335,8 @@ RunSummary train(Task& task, const Options& options) {
   Position position;
   if (options.resume) position = state.load(*module, *optimizer);
   if (options.world_size > 1) {
-    optimizer->set_process_group(tram::make_process_group(options.rendezvous, options.rank, options.world_size));
+    optimizer->set_process_group(tram::make_process_group(options.rendezvous, options.rank, options.world_size,
+                                                          std::chrono::seconds(options.collective_timeout)));
   }
 
   if (writer) fs::create_directories(options.out);

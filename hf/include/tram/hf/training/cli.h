@@ -76,6 +76,9 @@ struct Options {
   std::string rendezvous;
   // The CUDA device of this rank (--device cuda): LOCAL_RANK under a launcher, else 0.
   int local_rank = 0;
+  // Seconds a collective may wait for the other ranks before the run fails
+  // naming it (a rank died or hangs).
+  int64_t collective_timeout = 300;
   bool quiet = false;
 
   // The options handed to tram::make_optimizer: --optimizer-options, with the
