@@ -13,18 +13,14 @@ Exit 0 when both hold; 1 with the reason otherwise.
 """
 
 import argparse
-import json
 import os
-import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import time
 
-CLEAN_ENV = {k: v for k, v in os.environ.items()
-             if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK")}
+from launch_util import CLEAN_ENV, max_difference, model_without_dropout, tensors
 
 
 def fail(message):
@@ -35,23 +31,6 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def tensors(path):
-    """The tensors of a .safetensors file as float64 (header length, JSON header, raw data)."""
-    import torch
-    with open(path, "rb") as f:
-        data = f.read()
-    (length,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + length])
-    dtypes = {"F64": torch.float64, "F32": torch.float32}
-    out = {}
-    for name, entry in header.items():
-        if name != "__metadata__":
-            begin, end = entry["data_offsets"]
-            raw = bytearray(data[8 + length + begin:8 + length + end])
-            out[name] = torch.frombuffer(raw, dtype=dtypes[entry["dtype"]]).to(torch.float64)
-    return out
 
 
 def ranks(program, arguments, out, extra=()):
@@ -70,16 +49,7 @@ def main():
     options = parser.parse_args()
     extra = [a for a in options.args if a != "--"]
 
-    shutil.rmtree(options.out, ignore_errors=True)
-    model = os.path.join(options.out, "model")
-    shutil.copytree(options.model, model)
-    with open(os.path.join(model, "config.json")) as f:
-        config = json.load(f)
-    for key in list(config):
-        if key.endswith("dropout_prob") or key.endswith("dropout"):
-            config[key] = 0.0
-    with open(os.path.join(model, "config.json"), "w") as f:
-        json.dump(config, f)
+    model = model_without_dropout(options.model, options.out)
     arguments = ["--model", model, "--dtype", "float64", "--quiet", *extra]
 
     # 1. Two processes = one process.
@@ -96,9 +66,9 @@ def main():
             fail(f"rank {rank} of the two-process run exited with {process.returncode}:\n{err[-3000:]}")
     a = tensors(os.path.join(one, "checkpoint", "model.safetensors"))
     b = tensors(os.path.join(two, "checkpoint", "model.safetensors"))
-    if a.keys() != b.keys() or not a:
+    worst = max_difference(a, b)
+    if worst is None:
         fail("the two checkpoints hold different tensors")
-    worst = max(float((a[k] - b[k]).abs().max()) for k in a)
     if worst > 1e-10:
         fail(f"two processes differ from one by {worst:.3g} (> 1e-10)")
     print(f"check_processes: two processes over a TCPStore = one process ({len(a)} tensors, max |diff| {worst:.2g})")

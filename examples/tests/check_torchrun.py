@@ -15,9 +15,10 @@ import argparse
 import csv
 import json
 import os
-import shutil
 import subprocess
 import sys
+
+from launch_util import CLEAN_ENV, max_difference, model_without_dropout, tensors
 
 
 def run(command, env=None):
@@ -35,26 +36,6 @@ def metrics(directory):
                 for row in csv.DictReader(f) if row["split"] != "train"}
 
 
-def tensors(path):
-    """The tensors of a .safetensors file, read by hand (8-byte little-endian
-    header length, JSON header, raw data), as float64."""
-    import struct
-    import torch
-    with open(path, "rb") as f:
-        data = f.read()
-    (length,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + length])
-    dtypes = {"F64": torch.float64, "F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
-    tensors = {}
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        begin, end = entry["data_offsets"]
-        raw = bytearray(data[8 + length + begin:8 + length + end])
-        tensors[name] = torch.frombuffer(raw, dtype=dtypes[entry["dtype"]]).to(torch.float64)
-    return tensors
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--program", required=True)
@@ -64,33 +45,20 @@ def main():
     options = parser.parse_args()
     extra = [a for a in options.args if a != "--"]
 
-    shutil.rmtree(options.out, ignore_errors=True)
-    model = os.path.join(options.out, "model")
-    shutil.copytree(options.model, model)
-    with open(os.path.join(model, "config.json")) as f:
-        config = json.load(f)
-    for key in list(config):
-        if key.endswith("dropout_prob") or key.endswith("dropout"):
-            config[key] = 0.0
-    with open(os.path.join(model, "config.json"), "w") as f:
-        json.dump(config, f)
-
+    model = model_without_dropout(options.model, options.out)
     arguments = ["--model", model, "--dtype", "float64", "--quiet", *extra]
-    # Nothing of an outer launcher may leak into the single-process run.
-    clean = {k: v for k, v in os.environ.items()
-             if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK")}
     one = os.path.join(options.out, "one")
-    run([options.program, *arguments, "--out", one], env=clean)
+    run([options.program, *arguments, "--out", one], env=CLEAN_ENV)
     two = os.path.join(options.out, "two")
     # --standalone: torchrun picks a free port itself.
     run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                    "--no-python", options.program, *arguments, "--out", two], env=clean)
+         "--no-python", options.program, *arguments, "--out", two], env=CLEAN_ENV)
 
     a = tensors(os.path.join(one, "checkpoint", "model.safetensors"))
     b = tensors(os.path.join(two, "checkpoint", "model.safetensors"))
-    if a.keys() != b.keys() or not a:
+    worst = max_difference(a, b)
+    if worst is None:
         sys.exit(f"check_torchrun: the checkpoints hold different tensors: {sorted(a.keys() ^ b.keys())[:5]}")
-    worst = max(float((a[k] - b[k]).abs().max()) for k in a)
     if worst > 1e-10:
         sys.exit(f"check_torchrun: two ranks under torchrun differ from one process by {worst:.3g} (> 1e-10)")
     initial = tensors(os.path.join(model, "model.safetensors"))

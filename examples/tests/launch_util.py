@@ -1,0 +1,54 @@
+"""What the launcher checks (check_torchrun.py, check_processes.py) share:
+an environment without an outer launcher's variables, a copy of a fixture
+model with dropout off, and a reader of .safetensors files."""
+
+import json
+import os
+import shutil
+import struct
+
+# Nothing of an outer launcher may leak into the runs a check starts itself.
+CLEAN_ENV = {k: v for k, v in os.environ.items()
+             if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK")}
+
+
+def model_without_dropout(source, out):
+    """Copies the model directory `source` to OUT/model with every dropout set
+    to 0 (so one process and several ranks draw nothing different); returns
+    the copy's path. OUT is emptied first."""
+    shutil.rmtree(out, ignore_errors=True)
+    model = os.path.join(out, "model")
+    shutil.copytree(source, model)
+    with open(os.path.join(model, "config.json")) as f:
+        config = json.load(f)
+    for key in list(config):
+        if key.endswith("dropout_prob") or key.endswith("dropout"):
+            config[key] = 0.0
+    with open(os.path.join(model, "config.json"), "w") as f:
+        json.dump(config, f)
+    return model
+
+
+def tensors(path):
+    """The tensors of a .safetensors file as float64, read by hand (8-byte
+    little-endian header length, JSON header, raw data)."""
+    import torch
+    with open(path, "rb") as f:
+        data = f.read()
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + length])
+    dtypes = {"F64": torch.float64, "F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
+    out = {}
+    for name, entry in header.items():
+        if name != "__metadata__":
+            begin, end = entry["data_offsets"]
+            raw = bytearray(data[8 + length + begin:8 + length + end])
+            out[name] = torch.frombuffer(raw, dtype=dtypes[entry["dtype"]]).to(torch.float64)
+    return out
+
+
+def max_difference(a, b):
+    """max |a - b| over the tensors of two checkpoints; None when their names differ."""
+    if a.keys() != b.keys() or not a:
+        return None
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
