@@ -7,12 +7,15 @@
 // and crashes.
 #pragma once
 
+#include <dirent.h>
 #include <ftw.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 namespace tram::hf::testing {
 
@@ -39,5 +42,19 @@ class ScratchDirectory {
 
   std::filesystem::path path_;
 };
+
+// The names in `directory`, sorted (POSIX readdir, for the same reason).
+inline std::vector<std::string> directory_entries(const std::filesystem::path& directory) {
+  std::vector<std::string> names;
+  DIR* dir = ::opendir(directory.c_str());
+  if (dir == nullptr) return names;
+  while (const dirent* entry = ::readdir(dir)) {
+    const std::string name = entry->d_name;
+    if (name != "." && name != "..") names.push_back(name);
+  }
+  ::closedir(dir);
+  std::sort(names.begin(), names.end());
+  return names;
+}
 
 }  // namespace tram::hf::testing

@@ -6,7 +6,6 @@
 
 #include <gtest/gtest.h>
 
-#include <dirent.h>
 
 #include <fstream>
 #include <sstream>
@@ -17,6 +16,7 @@
 namespace {
 
 namespace fs = std::filesystem;
+using tram::hf::testing::directory_entries;
 using tram::hf::write_file_atomically;
 using tram::hf::write_text_atomically;
 
@@ -27,20 +27,6 @@ std::string read_text(const fs::path& file) {
   return text.str();
 }
 
-// The names in `directory` (POSIX readdir: the LibTorch wheel shadows some
-// std::filesystem functions).
-std::vector<std::string> entries(const fs::path& directory) {
-  std::vector<std::string> names;
-  DIR* dir = ::opendir(directory.c_str());
-  if (dir == nullptr) return names;
-  while (const dirent* entry = ::readdir(dir)) {
-    const std::string name = entry->d_name;
-    if (name != "." && name != "..") names.push_back(name);
-  }
-  ::closedir(dir);
-  return names;
-}
-
 TEST(AtomicFile, ReplacesTheContentsAndLeavesNothingBehind) {
   tram::hf::testing::ScratchDirectory scratch("atomic_replace");
   const fs::path file = scratch.path() / "summary.json";
@@ -48,7 +34,7 @@ TEST(AtomicFile, ReplacesTheContentsAndLeavesNothingBehind) {
   EXPECT_EQ(read_text(file), "first, and longer than the second\n");
   write_text_atomically(file, std::string("sec\0ond\n", 8));  // bytes, not a C string
   EXPECT_EQ(read_text(file), std::string("sec\0ond\n", 8));
-  EXPECT_EQ(entries(scratch.path()), std::vector<std::string>{"summary.json"});
+  EXPECT_EQ(directory_entries(scratch.path()), std::vector<std::string>{"summary.json"});
 }
 
 TEST(AtomicFile, TheWriterGetsATemporaryFileNamedLikeTheFile) {
@@ -67,7 +53,7 @@ TEST(AtomicFile, TheWriterGetsATemporaryFileNamedLikeTheFile) {
   // its own that is gone afterwards.
   EXPECT_EQ(seen.parent_path().parent_path(), file.parent_path());
   EXPECT_EQ(read_text(file), "state");
-  EXPECT_EQ(entries(scratch.path()), std::vector<std::string>{"run.pt"});
+  EXPECT_EQ(directory_entries(scratch.path()), std::vector<std::string>{"run.pt"});
 
   // Two writes in flight at once get different temporary files.
   write_file_atomically(file, [&](const fs::path& outer) {
@@ -78,7 +64,7 @@ TEST(AtomicFile, TheWriterGetsATemporaryFileNamedLikeTheFile) {
     std::ofstream(outer, std::ios::binary) << "outer";
   });
   EXPECT_EQ(read_text(file), "outer");  // the last rename wins, whole
-  EXPECT_EQ(entries(scratch.path()), std::vector<std::string>{"run.pt"});
+  EXPECT_EQ(directory_entries(scratch.path()), std::vector<std::string>{"run.pt"});
 }
 
 TEST(AtomicFile, AFailedWriteKeepsTheOldFile) {
@@ -92,7 +78,7 @@ TEST(AtomicFile, AFailedWriteKeepsTheOldFile) {
                                      }),
                std::runtime_error);
   EXPECT_EQ(read_text(file), "old");
-  EXPECT_EQ(entries(scratch.path()), std::vector<std::string>{"record.json"});
+  EXPECT_EQ(directory_entries(scratch.path()), std::vector<std::string>{"record.json"});
 
   // A writer that writes nothing is a failure too, named by the file.
   try {

@@ -32,6 +32,7 @@ namespace tram::hf::training {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::directory_entries;
 using testing::ScratchDirectory;
 
 const fs::path kFixtures = TRAM_HF_FIXTURES;
@@ -432,12 +433,23 @@ TEST(Resume, ContinuesBitIdentically) {
   const auto straight = run(vit_options(model, data, scratch.path() / "straight", with({})));
   EXPECT_EQ(straight.steps, 7);
 
-  const auto first = run(vit_options(model, data, scratch.path() / "resumed", with({"--stop-after", "4"})));
+  const auto first =
+      run(vit_options(model, data, scratch.path() / "resumed", with({"--stop-after", "4", "--save-every", "1"})));
   EXPECT_EQ(first.steps, 4);
   EXPECT_FALSE(fs::exists(scratch.path() / "resumed/checkpoint"));
-  ASSERT_TRUE(fs::exists(scratch.path() / "resumed/state/run.pt"));
+  // Each save removed the previous state once run.json named the new one.
+  const auto state = scratch.path() / "resumed/state";
+  EXPECT_EQ(directory_entries(state), (std::vector<std::string>{"run-4.pt", "run.json"}));
+  // What a write killed half-way leaves: its private temporary directory.
+  fs::create_directories(state / ".run-5.pt.Xy12Zw");
+  write_text(state / ".run-5.pt.Xy12Zw/run-5.pt.tmp", "half a state");
   const auto second = run(vit_options(model, data, scratch.path() / "resumed", with({"--resume"})));
   EXPECT_EQ(second.steps, 7);
+  EXPECT_EQ(directory_entries(state), (std::vector<std::string>{"run-7.pt", "run.json"}));
+  // Resuming a finished run takes no step and reports what the run ended with.
+  const auto again = run(vit_options(model, data, scratch.path() / "resumed", with({"--resume"})));
+  EXPECT_EQ(again.steps, 7);
+  EXPECT_EQ(again.last_loss, straight.last_loss);
 
   const auto a = checkpoint_tensors(scratch.path() / "straight/checkpoint");
   const auto b = checkpoint_tensors(scratch.path() / "resumed/checkpoint");
@@ -465,7 +477,7 @@ TEST(Resume, RejectsCorruptedOrMismatchedStates) {
   const auto out = scratch.path() / "out";
   const std::vector<std::string> base = {"--steps", "4", "--optimizer", "sam"};
   run(vit_options(model, data, out, {"--steps", "4", "--optimizer", "sam", "--stop-after", "2"}));
-  const auto state = out / "state/run.pt";
+  const auto state = out / "state/run-2.pt";
   const std::string good = read_text(state);
   auto resume = [&] { run(vit_options(model, data, out, {"--steps", "4", "--optimizer", "sam", "--resume"})); };
 
@@ -488,7 +500,24 @@ TEST(Resume, RejectsCorruptedOrMismatchedStates) {
   message = error_of(resume);
   EXPECT_NE(message.find(meta.string()), std::string::npos) << message;
 
+  // run.json may only name the state file of its own step.
+  std::string renamed = good_meta;
+  renamed.replace(renamed.find("run-2.pt"), 8, "../x-2.pt");
+  write_text(meta, renamed);
+  message = error_of(resume);
+  EXPECT_NE(message.find(meta.string()), std::string::npos) << message;
+  EXPECT_NE(message.find("../x-2.pt"), std::string::npos) << message;
+
+  // metrics.csv shorter than when the state was saved: rows would be lost.
   write_text(meta, good_meta);
+  const auto csv = out / "metrics.csv";
+  const std::string good_csv = read_text(csv);
+  write_text(csv, good_csv.substr(0, good_csv.size() - 5));
+  message = error_of(resume);
+  EXPECT_NE(message.find(csv.string()), std::string::npos) << message;
+  EXPECT_NE(message.find("start the run afresh"), std::string::npos) << message;
+  write_text(csv, good_csv);
+
   message = error_of([&] {
     run(vit_options(model, data, out, {"--steps", "4", "--optimizer", "asam", "--resume"}));
   });
@@ -538,7 +567,7 @@ TEST(DataParallel, TwoRanksMatchOneRankWithTheWholeBatch) {
   EXPECT_GT(max_difference(one, fixture), 1e-4);  // training moved the weights
   EXPECT_LT(max_difference(one, two), 1e-10);     // float64: equal up to the order of the reductions
   EXPECT_TRUE(fs::exists(scratch.path() / "two/metrics.csv"));
-  EXPECT_TRUE(fs::exists(scratch.path() / "two/state/rng-rank1.pt"));
+  EXPECT_TRUE(fs::exists(scratch.path() / "two/state/rng-rank1-3.pt"));
 }
 
 // ----------------------------------------------------------------------------- the programs

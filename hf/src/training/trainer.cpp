@@ -13,13 +13,18 @@
 #include <nlohmann/json.hpp>
 #include <zlib.h>
 
+#include <dirent.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
 #include <sstream>
 #include <stdexcept>
+#include <thread>
 
 namespace tram::hf::training {
 
@@ -28,7 +33,26 @@ using nlohmann::json;
 
 namespace {
 
-constexpr const char* kStateFormat = "tram-run-state-1";
+// 2: the state file is named after its step (run-<step>.pt) and run.json
+// records the length of metrics.csv at the save.
+constexpr const char* kStateFormat = "tram-run-state-2";
+
+// Test-only: with TRAM_TEST_STALL=<point>@<step> in the environment, the run
+// announces "tram-test-stall: <point>@<step>" on stderr when it reaches that
+// point and then sleeps, so that a test can SIGKILL it exactly there
+// (examples/tests/check_kill.py). The points:
+//   step             step <step>'s metrics rows written (unflushed), no save yet
+//   state-temporary  run-<step>.pt written to its temporary file, not renamed
+//   state-between    run-<step>.pt in place, run.json still the previous state's
+//   final            the final evaluation's rows flushed; checkpoint/ and
+//                    summary.json not yet written
+// Without the variable (any real run) this is one getenv per call.
+void test_stall(const char* point, int64_t step) {
+  const char* wanted = std::getenv("TRAM_TEST_STALL");
+  if (wanted == nullptr || std::string(wanted) != std::string(point) + "@" + std::to_string(step)) return;
+  std::cerr << "tram-test-stall: " << wanted << std::endl;
+  std::this_thread::sleep_for(std::chrono::seconds(300));  // a test kills it long before
+}
 
 // CRC-32 and size of a file, to reject truncated or corrupted states before
 // LibTorch's reader sees them.
@@ -72,10 +96,6 @@ void read_rng(torch::serialize::InputArchive& archive, const Options& options) {
   }
 }
 
-void save_archive(torch::serialize::OutputArchive& archive, const fs::path& file) {
-  write_file_atomically(file, [&](const fs::path& temporary) { archive.save_to(temporary.string()); });
-}
-
 int64_t read_integer(torch::serialize::InputArchive& archive, const std::string& key) {
   c10::IValue value;
   archive.read(key, value);
@@ -99,7 +119,33 @@ struct Position {
   int64_t step = 0;
   int64_t epoch = 0;
   int64_t index = 0;  // within the epoch's shuffle
+  uint64_t metrics_bytes = 0;  // the length of metrics.csv when the state was saved
+  double last_loss = 0.0;      // of the last step taken: summary.json reports it
 };
+
+// The names in `directory` (POSIX readdir: the LibTorch wheel's libtorch.so
+// shadows some std::filesystem functions, see atomic_file.cpp).
+std::vector<std::string> names_in(const fs::path& directory) {
+  std::vector<std::string> names;
+  DIR* dir = ::opendir(directory.c_str());
+  if (dir == nullptr) return names;
+  while (const dirent* entry = ::readdir(dir)) {
+    const std::string name = entry->d_name;
+    if (name != "." && name != "..") names.push_back(name);
+  }
+  ::closedir(dir);
+  return names;
+}
+
+// The files of one save, named after its step so that a new state never
+// overwrites the one run.json describes: run-<step>.pt is written (atomically)
+// next to the previous state's file, then run.json is replaced to name it
+// (atomically), and only then is the previous file removed. A kill at any
+// point leaves run.json describing a complete state file.
+std::string state_file_name(int rank, int64_t step) {
+  const std::string suffix = std::to_string(step) + ".pt";
+  return rank == 0 ? "run-" + suffix : "rng-rank" + std::to_string(rank) + "-" + suffix;
+}
 
 class RunState {
  public:
@@ -107,40 +153,50 @@ class RunState {
     directory_ = options.out / "state";
   }
 
-  void save(torch::nn::Module& module, const tram::SharpnessAware& optimizer, const Position& position) const {
+  void save(torch::nn::Module& module, const tram::SharpnessAware& optimizer, const Position& position) {
+    if (position.step == saved_step_) return;  // on disk already: rewriting would reopen a window
     fs::create_directories(directory_);
-    if (options_.rank != 0) {
-      torch::serialize::OutputArchive archive;
-      write_rng(archive, options_);
-      save_archive(archive, directory_ / ("rng-rank" + std::to_string(options_.rank) + ".pt"));
-      return;
-    }
+    const std::string name = state_file_name(options_.rank, position.step);
     torch::serialize::OutputArchive archive;
-    torch::serialize::OutputArchive model(archive.compilation_unit()), state(archive.compilation_unit());
-    module.save(model);
-    optimizer.save(state);
-    archive.write("model", model);
-    archive.write("optimizer", state);
-    archive.write("run/step", c10::IValue(position.step));
-    archive.write("run/epoch", c10::IValue(position.epoch));
-    archive.write("run/index", c10::IValue(position.index));
+    if (options_.rank == 0) {
+      torch::serialize::OutputArchive model(archive.compilation_unit()), state(archive.compilation_unit());
+      module.save(model);
+      optimizer.save(state);
+      archive.write("model", model);
+      archive.write("optimizer", state);
+      archive.write("run/step", c10::IValue(position.step));
+      archive.write("run/epoch", c10::IValue(position.epoch));
+      archive.write("run/index", c10::IValue(position.index));
+      archive.write("run/last_loss", c10::IValue(position.last_loss));
+    }
     write_rng(archive, options_);
-    const fs::path file = directory_ / "run.pt";
-    save_archive(archive, file);
-    const auto [bytes, crc] = file_crc(file);
-    json meta = {{"format", kStateFormat},
-                 {"file", "run.pt"},
-                 {"bytes", bytes},
-                 {"crc32", crc},
-                 {"step", position.step},
-                 {"epoch", position.epoch},
-                 {"index", position.index},
-                 {"settings", settings_}};
-    write_text_atomically(directory_ / "run.json", meta.dump(2) + "\n");
+    const fs::path file = directory_ / name;
+    write_file_atomically(file, [&](const fs::path& temporary) {
+      archive.save_to(temporary.string());
+      test_stall("state-temporary", position.step);
+    });
+    if (options_.rank == 0) {
+      test_stall("state-between", position.step);
+      const auto [bytes, crc] = file_crc(file);
+      json meta = {{"format", kStateFormat},
+                   {"file", name},
+                   {"bytes", bytes},
+                   {"crc32", crc},
+                   {"step", position.step},
+                   {"epoch", position.epoch},
+                   {"index", position.index},
+                   {"metrics_bytes", position.metrics_bytes},
+                   {"settings", settings_}};
+      write_text_atomically(directory_ / "run.json", meta.dump(2) + "\n");
+    }
+    // Another rank keeps its previous file too: rank 0's run.json may still
+    // name that step (the ranks save without a barrier).
+    remove_older_files(name, options_.rank == 0 ? name : state_file_name(options_.rank, saved_step_));
+    saved_step_ = position.step;
   }
 
-  Position load(torch::nn::Module& module, tram::SharpnessAware& optimizer) const {
-    const fs::path meta_file = directory_ / "run.json", file = directory_ / "run.pt";
+  Position load(torch::nn::Module& module, tram::SharpnessAware& optimizer) {
+    const fs::path meta_file = directory_ / "run.json";
     auto fail = [](const fs::path& where, const std::string& what) -> std::runtime_error {
       return std::runtime_error("run state " + where.string() + ": " + what);
     };
@@ -148,14 +204,25 @@ class RunState {
       throw fail(meta_file, "not found: nothing to resume (run without --resume to start afresh)");
     }
     json meta;
+    Position position;
+    std::string name;
     try {
       std::ifstream in(meta_file);
       meta = json::parse(in);
-      if (meta.value("format", "") != kStateFormat) {
-        throw std::runtime_error("format is '" + meta.value("format", "") + "', expected '" + kStateFormat + "'");
+      const std::string format = meta.value("format", "");
+      if (format != kStateFormat) {
+        throw std::runtime_error("format is '" + format + "', expected '" + kStateFormat +
+                                 "' (a state of another tram version: start the run afresh)");
       }
       (void)meta.at("bytes").get<uint64_t>();
       (void)meta.at("crc32").get<uint32_t>();
+      position.step = meta.at("step").get<int64_t>();
+      position.metrics_bytes = meta.at("metrics_bytes").get<uint64_t>();
+      name = meta.at("file").get<std::string>();
+      if (position.step < 0 || name != state_file_name(0, position.step)) {
+        throw std::runtime_error("names the state file '" + name + "' for step " + std::to_string(position.step) +
+                                 ", expected '" + state_file_name(0, std::max<int64_t>(position.step, 0)) + "'");
+      }
     } catch (const std::exception& error) {
       throw fail(meta_file, std::string("unreadable (corrupted?): ") + error.what());
     }
@@ -166,6 +233,7 @@ class RunState {
                                   ", this run has " + value.dump() + "; resume with the same settings");
       }
     }
+    const fs::path file = directory_ / name;
     if (!fs::exists(file)) throw fail(file, "missing (run.json describes it)");
     const auto [bytes, crc] = file_crc(file);
     if (bytes != meta["bytes"].get<uint64_t>()) {
@@ -174,7 +242,6 @@ class RunState {
     if (crc != meta["crc32"].get<uint32_t>()) {
       throw fail(file, "CRC-32 mismatch (corrupted): the file's contents changed after it was written");
     }
-    Position position;
     try {
       torch::serialize::InputArchive archive;
       archive.load_from(file.string());
@@ -183,9 +250,15 @@ class RunState {
       archive.read("optimizer", state);
       module.load(model);
       optimizer.load(state);
-      position.step = read_integer(archive, "run/step");
+      if (read_integer(archive, "run/step") != position.step) {
+        throw std::runtime_error("holds step " + std::to_string(read_integer(archive, "run/step")) +
+                                 ", run.json says " + std::to_string(position.step));
+      }
       position.epoch = read_integer(archive, "run/epoch");
       position.index = read_integer(archive, "run/index");
+      c10::IValue last_loss;
+      archive.read("run/last_loss", last_loss);
+      position.last_loss = last_loss.toDouble();
       if (options_.rank == 0) read_rng(archive, options_);
     } catch (const std::exception& error) {
       std::string what = error.what();
@@ -193,7 +266,7 @@ class RunState {
       throw fail(file, "cannot be loaded: " + what);
     }
     if (options_.rank != 0) {
-      const fs::path rng = directory_ / ("rng-rank" + std::to_string(options_.rank) + ".pt");
+      const fs::path rng = directory_ / state_file_name(options_.rank, position.step);
       try {
         torch::serialize::InputArchive archive;
         archive.load_from(rng.string());
@@ -204,46 +277,88 @@ class RunState {
         throw fail(rng, "cannot be loaded: " + what);
       }
     }
+    saved_step_ = position.step;
     return position;
   }
 
  private:
+  // This rank's state files other than `keep` and `also_keep`, and the temporary directories
+  // its killed writes left behind (write_file_atomically names them
+  // ".<file>.XXXXXX"). Each rank removes only its own files: the ranks share
+  // the directory, and another rank may be writing its own right now.
+  void remove_older_files(const std::string& keep, const std::string& also_keep) const {
+    const std::string prefix = options_.rank == 0 ? "run" : "rng-rank" + std::to_string(options_.rank) + "-";
+    std::vector<fs::path> files, temporaries;
+    for (const auto& name : names_in(directory_)) {
+      const fs::path path = directory_ / name;
+      if (name.rfind("." + prefix, 0) == 0 && fs::is_directory(path)) temporaries.push_back(path);
+      const bool state_file = name.rfind(options_.rank == 0 ? "run-" : prefix, 0) == 0 && name.size() > 3 &&
+                              name.compare(name.size() - 3, 3, ".pt") == 0;
+      if (state_file && name != keep && name != also_keep && fs::is_regular_file(path)) files.push_back(path);
+    }
+    // std::remove, not std::filesystem (see atomic_file.cpp).
+    for (const auto& file : files) std::remove(file.c_str());
+    for (const auto& directory : temporaries) {
+      for (const auto& name : names_in(directory)) std::remove((directory / name).c_str());
+      std::remove(directory.c_str());
+    }
+  }
+
   const Options& options_;
   json settings_;
   fs::path directory_;
+  int64_t saved_step_ = -1;  // the step of the state on disk, if this process wrote or read it
 };
 
-// metrics.csv: created afresh, or on resume cut back to the rows up to the
-// resumed step (a run stopped after its last save wrote rows it will redo).
+// metrics.csv: created afresh, or on resume cut back to its length when the
+// resumed state was saved (run.json records it; the metrics are flushed
+// before every save). Rows a killed run wrote after its last save, whole or
+// half-written, are dropped and written again by the resumed run.
 class MetricsFile {
  public:
-  MetricsFile(const fs::path& file, bool enabled, std::optional<int64_t> resume_step) : enabled_(enabled) {
+  MetricsFile(const fs::path& file, bool enabled, std::optional<uint64_t> resume_bytes) : enabled_(enabled) {
     if (!enabled_) return;
-    std::vector<std::string> kept;
-    if (resume_step) {
-      std::ifstream in(file);
-      std::string line;
-      while (std::getline(in, line)) {
-        if (line.empty() || line.rfind("step,", 0) == 0) continue;
-        if (std::stoll(line.substr(0, line.find(','))) <= *resume_step) kept.push_back(line);
+    if (resume_bytes) {
+      std::error_code error;
+      const auto size = fs::file_size(file, error);
+      if (error || size < *resume_bytes) {
+        throw std::runtime_error(file.string() + ": " + (error ? "missing" : std::to_string(size) + " bytes") +
+                                 ", but the run state was saved when it had " + std::to_string(*resume_bytes) +
+                                 " bytes: it was cut or replaced since; start the run afresh (without --resume)");
       }
+      if (::truncate(file.c_str(), static_cast<off_t>(*resume_bytes)) != 0) {
+        throw std::runtime_error("cannot cut " + file.string() + " back to the resumed step's rows");
+      }
+      out_.open(file, std::ios::binary | std::ios::app);
+      bytes_ = *resume_bytes;
+    } else {
+      out_.open(file, std::ios::binary | std::ios::trunc);
+      write("step,split,metric,value\n");
     }
-    out_.open(file, std::ios::trunc);
     if (!out_) throw std::runtime_error("cannot write " + file.string());
-    out_ << "step,split,metric,value\n";
-    for (const auto& line : kept) out_ << line << "\n";
-    out_ << std::setprecision(9);
   }
   void row(int64_t step, const std::string& split, const std::string& metric, double value) {
-    if (enabled_) out_ << step << "," << split << "," << metric << "," << value << "\n";
+    if (!enabled_) return;
+    std::ostringstream line;
+    line << std::setprecision(9) << step << "," << split << "," << metric << "," << value << "\n";
+    write(line.str());
   }
-  void flush() {
+  // Flushes and returns the file's length: what a state saved now records.
+  uint64_t flush() {
     if (enabled_) out_.flush();
+    if (enabled_ && !out_) throw std::runtime_error("metrics.csv: write failed");
+    return bytes_;
   }
 
  private:
+  void write(const std::string& text) {
+    out_ << text;
+    bytes_ += text.size();
+  }
+
   bool enabled_;
   std::ofstream out_;
+  uint64_t bytes_ = 0;
 };
 
 std::string format_metrics(const Metrics& metrics) {
@@ -331,7 +446,7 @@ RunSummary train(Task& task, const Options& options) {
     throw UsageError(error.what());
   }
 
-  const RunState state(options, run_settings(options, n, total));
+  RunState state(options, run_settings(options, n, total));
   Position position;
   if (options.resume) position = state.load(*module, *optimizer);
   if (options.world_size > 1) {
@@ -341,9 +456,10 @@ RunSummary train(Task& task, const Options& options) {
 
   if (writer) fs::create_directories(options.out);
   MetricsFile metrics(options.out / "metrics.csv", writer,
-                      options.resume ? std::optional<int64_t>(position.step) : std::nullopt);
+                      options.resume ? std::optional<uint64_t>(position.metrics_bytes) : std::nullopt);
   RunSummary summary;
   summary.steps = position.step;
+  summary.last_loss = position.last_loss;
   const auto names = task.eval_names();
   auto evaluate = [&](int64_t step) {
     if (!writer) return;
@@ -388,26 +504,29 @@ RunSummary train(Task& task, const Options& options) {
     position.index += options.batch_size;
     position.step = step + 1;
     summary.steps = position.step;
-    summary.last_loss = report.loss;
+    summary.last_loss = position.last_loss = report.loss;
     metrics.row(position.step, "train", "loss", report.loss);
     metrics.row(position.step, "train", "lr", lr);
     if (report.distance != 0.0) metrics.row(position.step, "train", "distance", report.distance);
+    test_stall("step", position.step);
     saved = false;
     if (options.eval_every > 0 && position.step % options.eval_every == 0 && position.step < total) {
       evaluate(position.step);
     }
     if (options.save_every > 0 && position.step % options.save_every == 0) {
+      position.metrics_bytes = metrics.flush();
       state.save(*module, *optimizer, position);
       saved = true;
     }
   };
   run_steps(*optimizer, schedule, position.step, stop, hooks, progress);
-  metrics.flush();
+  position.metrics_bytes = metrics.flush();
   progress.finish(position.step < total ? "stopped at step " + std::to_string(position.step) : "");
   if (!saved) state.save(*module, *optimizer, position);
   if (position.step < total) return summary;  // --stop-after: resume later
 
   evaluate(position.step);
+  test_stall("final", position.step);
   if (writer) {
     task.save_pretrained(options.out / "checkpoint");
     json eval = json::object();

@@ -16,10 +16,15 @@
 //                   each --eval set before training, every --eval-every and at the end)
 //   summary.json    the run's settings and final metrics
 //   checkpoint/     save_pretrained() of the fine-tuned model + the tokenizer files
-//   state/          the resumable run state: run.pt (model, optimizer, step,
-//                   data position, RNG states), run.json (what run.pt must be:
-//                   size and CRC-32, step, settings); rng-rank<R>.pt per other rank
-// Every file is replaced atomically (atomic_file.h).
+//   state/          the resumable run state: run-<step>.pt (model, optimizer,
+//                   step, data position, RNG states), run.json (which file is
+//                   the state, its size and CRC-32, the step, the settings, the
+//                   length of metrics.csv at the save); rng-rank<R>-<step>.pt
+//                   per other rank
+// Every file is replaced atomically (atomic_file.h), and a new state is
+// written next to the previous one before run.json switches to it: a run
+// killed at any point resumes from its last complete state, and --resume
+// cuts metrics.csv back to that state's rows.
 #pragma once
 
 #include <tram/hf/training/cli.h>
