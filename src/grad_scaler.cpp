@@ -2,7 +2,10 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
+#include <utility>
+#include <vector>
 
 namespace tram {
 
@@ -20,13 +23,27 @@ GradScaler::GradScaler(GradScalerOptions options) : options_(options), scale_(op
 bool GradScaler::unscale(const std::vector<torch::Tensor>& grads) const {
   if (grads.empty()) return false;
   torch::NoGradGuard no_grad;
-  if (enabled()) torch::_foreach_mul_(grads, 1.0 / scale_);
-  // One reduction per tensor and one host read: a sum accumulated in fp64 is
-  // non-finite exactly when an element is (finite fp32/fp16 values cannot
-  // overflow an fp64 sum).
-  std::vector<torch::Tensor> sums;
-  for (const auto& g : grads) sums.push_back(g.sum(torch::kFloat64).to(torch::kCPU));
-  return !torch::stack(sums).isfinite().all().item<bool>();
+  // Per device, one fused pass: ATen's AMP op multiplies every gradient by
+  // 1/scale and raises `found` on the device where any element is inf or
+  // NaN afterwards. The flags are summed on the first device and read to the
+  // host once: one device-to-host read per call, where a read per tensor
+  // would stall the stream once per parameter. A disabled scaler still
+  // checks (multiplying by 1 changes nothing).
+  std::vector<std::pair<torch::Device, std::vector<torch::Tensor>>> by_device;
+  for (const auto& g : grads) {
+    auto group = std::find_if(by_device.begin(), by_device.end(), [&](const auto& e) { return e.first == g.device(); });
+    if (group == by_device.end()) group = by_device.insert(by_device.end(), {g.device(), {}});
+    group->second.push_back(g);
+  }
+  const double inverse = 1.0 / scale();
+  torch::Tensor found;
+  for (auto& [device, group] : by_device) {
+    const auto options = torch::TensorOptions(torch::kFloat32).device(device);
+    torch::Tensor flag = torch::zeros({1}, options);
+    at::_amp_foreach_non_finite_check_and_unscale_(group, flag, torch::full({1}, inverse, options));
+    found = found.defined() ? found + flag.to(found.device()) : flag;
+  }
+  return found.item<float>() > 0;
 }
 
 void GradScaler::update(bool found_inf) {

@@ -7,8 +7,10 @@
 #include "test_util.h"
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <limits>
 #include <thread>
 
 namespace {
@@ -105,6 +107,33 @@ TEST(Clipping, DescentGradientIsClippedAscentIsNot) {
     EXPECT_LE((p.params()[i] - (w[i] - 0.1 * coef * g2[i])).abs().max().item<double>(), 1e-12);
   }
   EXPECT_THROW(opt->set_max_grad_norm(-1.0), c10::Error);
+}
+
+TEST(LossScaling, UnscaleDividesEveryDtypeAndFlagsAnyInfOrNaN) {
+  tram::GradScaler scaler(tram::GradScalerOptions().init_scale(8));
+  EXPECT_FALSE(scaler.unscale({}));
+  // Odd sizes and three dtypes in one call: each is divided by the scale.
+  std::vector<Tensor> grads = {torch::full({7}, 4.0), torch::full({3, 5}, 2.0, torch::kFloat64),
+                               torch::full({1}, 16.0, torch::kBFloat16)};
+  EXPECT_FALSE(scaler.unscale(grads));
+  EXPECT_TRUE(torch::equal(grads[0], torch::full({7}, 0.5)));
+  EXPECT_TRUE(torch::equal(grads[1], torch::full({3, 5}, 0.25, torch::kFloat64)));
+  EXPECT_TRUE(torch::equal(grads[2], torch::full({1}, 2.0, torch::kBFloat16)));
+  // One non-finite element anywhere, in any dtype, is found.
+  for (const double bad : {std::numeric_limits<double>::infinity(), std::nan("")}) {
+    for (size_t which = 0; which < 3; ++which) {
+      std::vector<Tensor> g = {torch::ones({7}), torch::ones({3, 5}, torch::kFloat64), torch::ones({1}, torch::kBFloat16)};
+      g[which].view(-1)[g[which].numel() - 1] = bad;
+      EXPECT_TRUE(scaler.unscale(g)) << "tensor " << which << " holding " << bad;
+    }
+  }
+  // Disabled: no division, and the check still runs.
+  tram::GradScaler off(tram::GradScalerOptions().enabled(false));
+  std::vector<Tensor> g = {torch::full({2}, 3.0)};
+  EXPECT_FALSE(off.unscale(g));
+  EXPECT_TRUE(torch::equal(g[0], torch::full({2}, 3.0)));
+  g[0][1] = std::nan("");
+  EXPECT_TRUE(off.unscale(g));
 }
 
 TEST(LossScaling, PowerOfTwoScaleGivesTheUnscaledStepExactly) {
