@@ -95,9 +95,9 @@ struct MiniLmSettings {
   int64_t span = 32;            // bytes per part: a window is at most 2 * span bytes
   int64_t max_length = 24;      // tokens per pair, [CLS] and [SEP] included
   int64_t trained_layers = 2;   // the top encoder layers fine-tuned (with the pooler and the new classifier)
-  int64_t finetune_examples = 480;
-  int64_t finetune_steps = 60, finetune_batch = 16;
-  double finetune_lr = 1e-4;
+  int64_t finetune_examples = 800;
+  int64_t finetune_steps = 100, finetune_batch = 16;
+  double finetune_lr = 2e-4;
   int64_t eval_examples = 96;  // per evaluation set, half swapped
 };
 std::unique_ptr<Experiment> make_minilm_experiment(const MiniLmSettings& settings);
