@@ -5,6 +5,7 @@
 #include <tram/hf/data/lm_text.h>
 #include <tram/hf/data/nli.h>
 #include <tram/hf/data/split.h>
+#include <tram/hf/data/text_labels.h>
 #include <tram/hf/tokenizers/gpt2_bpe.h>
 
 #include "scratch_directory.h"
@@ -411,6 +412,47 @@ TEST(DataNli, RejectsUnknownLabelsAndBadRowsWithFileAndLine) {
   EXPECT_EQ(nli_label_id("neutral"), 1);
   EXPECT_STREQ(nli_label_name(2), "contradiction");
   EXPECT_THROW(nli_label_id("Entailment"), std::invalid_argument);
+}
+
+// --- text<TAB>label --------------------------------------------------------------------
+
+TEST(DataTextLabels, ReadsIdsAndNamesWithFileAndLine) {
+  ScratchDir dir("text_labels");
+  write_text(dir / "ids.tsv", "good film\t1\r\n\nbad film\t0\n");
+  EXPECT_TRUE(is_text_label_file(dir / "ids.tsv"));
+  const auto rows = read_text_labels(dir / "ids.tsv");
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[1].text, "bad film");
+  EXPECT_NE(rows[1].source.find("ids.tsv:3"), std::string::npos) << rows[1].source;
+  EXPECT_TRUE(label_names(rows).empty());
+  EXPECT_EQ(label_ids(rows, {}), (std::vector<int64_t>{1, 0}));
+
+  write_text(dir / "names.tsv", "a\tpositive\nb\tnegative\nc\tpositive\n");
+  const auto named = read_text_labels(dir / "names.tsv");
+  const auto names = label_names(named);
+  EXPECT_EQ(label_ids(named, names), (std::vector<int64_t>{1, 0, 1}));
+  write_text(dir / "eval.tsv", "d\tneutral\n");
+  EXPECT_ERROR_MENTIONS(label_ids(read_text_labels(dir / "eval.tsv"), names), "eval.tsv:1", "not in the training data");
+
+  write_text(dir / "three.tsv", "a\tb\tc\n");
+  EXPECT_FALSE(is_text_label_file(dir / "three.tsv"));
+  EXPECT_ERROR_MENTIONS(read_text_labels(dir / "three.tsv"), "three.tsv:1", "text<TAB>label");
+  write_text(dir / "empty.tsv", "\n\n");
+  EXPECT_ERROR_MENTIONS(is_text_label_file(dir / "empty.tsv"), "empty.tsv", "empty");
+}
+
+// An id of 20 digits used to escape as std::out_of_range("stoll") without
+// the file or line, and one just below 2^63 made the classifier's label
+// count (max id + 1) overflow.
+TEST(DataTextLabels, RejectsLabelIdsBeyondTheLimitNamingFileAndLine) {
+  ScratchDir dir("text_labels_big");
+  for (const std::string id : {"99999999999999999999", "9223372036854775807", std::to_string(kMaxLabels)}) {
+    SCOPED_TRACE(id);
+    write_text(dir / "big.tsv", "fine\t0\ntext\t" + id + "\n");
+    EXPECT_ERROR_MENTIONS(label_ids(read_text_labels(dir / "big.tsv"), {}), "big.tsv:2", "is not below");
+  }
+  write_text(dir / "edge.tsv", "text\t" + std::to_string(kMaxLabels - 1) + "\n");
+  EXPECT_EQ(label_ids(read_text_labels(dir / "edge.tsv"), {}), (std::vector<int64_t>{kMaxLabels - 1}));
 }
 
 }  // namespace
