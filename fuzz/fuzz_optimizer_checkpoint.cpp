@@ -9,10 +9,11 @@
 // LibTorch's messages do not name the file, so no name is required here.
 #include "fuzz_util.h"
 
+// What tests/test_util.h expects (the tests get it from their precompiled header).
+#include <torch/torch.h>
+
 #include "../tests/checkpoints/fixtures.h"
 #include "../tests/test_util.h"
-
-#include <torch/serialize.h>
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;

@@ -15,6 +15,7 @@
 #include <tram/hf/training/run_state.h>
 #include <tram/tram.h>
 
+#include <torch/nn/functional/loss.h>
 #include <torch/nn/modules/linear.h>
 
 #include <zlib.h>
@@ -45,10 +46,10 @@ struct Run {
   void step() {
     const auto x = torch::randn({8, 4});
     const auto y = torch::randint(0, 3, {8}, torch::kLong);
-    optimizer->step([&](const tram::Pass& pass) {
+    optimizer->step(tram::ForwardClosure([&](const tram::Pass& pass) {
       const auto logits = module->forward(pass.perturb(x));
       return tram::PassOutput{torch::nn::functional::cross_entropy(logits, y), logits, {}};
-    });
+    }));
   }
 };
 

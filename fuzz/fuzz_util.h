@@ -12,6 +12,7 @@
 // that run the committed corpus (fuzz/corpus/<harness>/).
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -60,7 +61,9 @@ inline const std::filesystem::path& scratch_directory() {
 // scratch_directory()/name, created on first use and removed at exit.
 inline std::filesystem::path scratch_subdirectory(const std::string& name) {
   const std::filesystem::path path = scratch_directory() / name;
-  if (std::filesystem::create_directories(path)) directories_to_remove().push_back(path);
+  std::filesystem::create_directories(path);
+  auto& directories = directories_to_remove();
+  if (std::find(directories.begin(), directories.end(), path) == directories.end()) directories.push_back(path);
   return path;
 }
 

@@ -81,6 +81,10 @@ open(f'{p}/ids','wb').write(b'good film\t1\nbad film\t0\r\n\nfine\t2\n\n\x1e\nev
 open(f'{p}/names','wb').write(b'good film\tpositive\nbad film\tnegative\n\x1e\nmeh\tpositive\n')
 p=d('optimizer_checkpoint')
 methods=["sam", "asam", "fsam", "tram-prev", "tram-pre", "tram-noise", "tram-fisher","trpo", "r3f", "mesa", "asam+trpo", "tram-pre+mesa"]
-for i,mname in enumerate(methods):
+# Four of the twelve (12 KB each): a SAM-family method, the TRAM method with
+# a parameter copy, the Fisher one and a regularized one; the first byte
+# picks the method to load into, so the fuzzer also loads them into others.
+for mname in ['sam', 'tram-prev', 'tram-fisher', 'tram-pre+mesa']:
+    i = methods.index(mname)
     open(f'{p}/{mname}','wb').write(bytes([i])+open(f'tests/checkpoints/v2/{mname}.pt','rb').read())
 d('run_state')

@@ -12,9 +12,9 @@
 # Environment: FUZZ_BUILD (build dir, default build-fuzz), FUZZ_RUNS,
 # FUZZ_SECONDS, FUZZ_JOBS (build parallelism, default 2), FUZZ_NO_BUILD=1
 # (use the binaries as they are), FUZZ_SEEDS=1
-# (first merge fuzz/make_seeds.py's seeds into the corpora), FUZZ_MERGE=1
-# (afterwards, minimize corpus + new inputs into fuzz/corpus/<harness>,
-# the committed corpus the ctests replay).
+# (first copy fuzz/make_seeds.py's seeds into the corpora), FUZZ_MERGE=1
+# (afterwards, refresh fuzz/corpus/<harness>, the committed corpus the
+# ctests replay: see FUZZ_CORPUS_KB below).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -50,10 +50,15 @@ for harness in "${harnesses[@]}"; do
   work=$build/fuzz-work/$harness
   mkdir -p "$work/corpus" "$work/artifacts" "$corpus"
   if [[ ${FUZZ_SEEDS:-0} == 1 ]]; then
-    rm -rf "$work/seeds" && mkdir -p "$work/seeds"
-    cp -r "$build/fuzz-work/seeds/$harness/." "$work/seeds/"
-    [[ $harness == run_state ]] && TRAM_FUZZ_WRITE_SEEDS=$work/seeds "$binary" -runs=0 "$work/seeds" >/dev/null 2>&1
-    "$binary" -merge=1 "$corpus" "$work/seeds" >"$work/seed-merge.log" 2>&1
+    # The seeds go into the committed corpus as they are, named seed-*.
+    rm -f "$corpus"/seed-*
+    for seed in "$build/fuzz-work/seeds/$harness"/*; do
+      [[ -f $seed ]] && cp "$seed" "$corpus/seed-$(basename "$seed")"
+    done
+    if [[ $harness == run_state ]]; then
+      mkdir -p "$work/seeds" && TRAM_FUZZ_WRITE_SEEDS=$work/seeds "$binary" -runs=0 "$work/seeds" >/dev/null 2>&1
+      for seed in "$work/seeds"/*; do cp "$seed" "$corpus/seed-$(basename "$seed")"; done
+    fi
   fi
   log=$work/fuzz.log
   start=$(date +%s)
@@ -72,12 +77,19 @@ for harness in "${harnesses[@]}"; do
   echo "$line"
   summary+=("$line")
   if [[ ${FUZZ_MERGE:-0} == 1 && $code -eq 0 ]]; then
+    # The committed corpus: the seeds, every finding's input (regression-*),
+    # and of the inputs -merge=1 keeps (each adds coverage) the smallest, up
+    # to FUZZ_CORPUS_KB (default 16) per harness, so that the repository and
+    # the replay ctests stay small.
     rm -rf "$work/merged" && mkdir -p "$work/merged"
     "$binary" -merge=1 "$work/merged" "$corpus" "$work/corpus" >"$work/merge.log" 2>&1
-    # Keep the findings' regression inputs (named regression-*), which the
-    # merge would drop when they add no coverage.
-    find "$corpus" -name 'regression-*' -exec cp {} "$work/merged/" \;
-    rm -rf "$corpus" && mv "$work/merged" "$corpus"
+    rm -f "$corpus"/cov-*
+    budget=$(( ${FUZZ_CORPUS_KB:-16} * 1024 ))
+    while read -r bytes file; do
+      (( budget -= bytes )) || true
+      (( budget < 0 )) && break
+      cp "$file" "$corpus/cov-$(basename "$file")"
+    done < <(find "$work/merged" -type f -printf '%s %p\n' | sort -n)
   fi
 done
 echo
