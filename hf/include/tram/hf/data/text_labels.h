@@ -33,8 +33,9 @@ std::vector<TextLabelRow> read_text_labels(const std::filesystem::path& file, in
 // of them is not an id; empty when all are ids.
 std::map<std::string, int64_t> label_names(const std::vector<TextLabelRow>& training_rows);
 
-// Label ids are below this (a classifier of a million classes is not what a
-// text<TAB>label file describes; a larger id is a corrupt row).
+// Label ids are below this, and so is a model config's num_labels
+// (HfConfig): a classifier of a million classes is not what these files
+// describe, and a corrupt count must not size a head or a label table.
 constexpr int64_t kMaxLabels = 1000000;
 
 // The label id of every row: through `names` when it is not empty, else the
