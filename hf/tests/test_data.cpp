@@ -144,6 +144,26 @@ TEST(DataIdx, ReadsPlainAndGzipFiles) {
   EXPECT_TRUE(torch::equal(read_idx(dir / "ints-idx1"), torch::tensor({258, -2}, torch::kInt32)));
 }
 
+// A dimension of 0 (an empty data set) is a valid file. Its tensor has no
+// storage: copying the (no) elements into it was a memcpy to a null pointer,
+// which UBSan reports (fuzz/corpus/idx/regression-zero-extent).
+TEST(DataIdx, ReadsFilesWithAZeroDimension) {
+  ScratchDir dir("idx_empty");
+  write_bytes(dir / "empty-idx3-ubyte", idx_header(0x08, {0, 0, 0}));
+  write_bytes(dir / "empty-idx2", idx_header(0x0D, {5, 0}));
+  const torch::Tensor images = read_idx(dir / "empty-idx3-ubyte");
+  EXPECT_EQ(images.scalar_type(), torch::kUInt8);
+  EXPECT_EQ(images.sizes(), (std::vector<int64_t>{0, 0, 0}));
+  const torch::Tensor floats = read_idx(dir / "empty-idx2");
+  EXPECT_EQ(floats.scalar_type(), torch::kFloat32);
+  EXPECT_EQ(floats.sizes(), (std::vector<int64_t>{5, 0}));
+  // Still no trailing bytes allowed.
+  Bytes trailing = idx_header(0x08, {0});
+  trailing.push_back(7);
+  write_bytes(dir / "trailing-idx1", trailing);
+  EXPECT_ERROR_MENTIONS(read_idx(dir / "trailing-idx1"), "trailing-idx1", "unexpected bytes");
+}
+
 TEST(DataIdx, RejectsMalformedFilesNamingThem) {
   ScratchDir dir("idx_bad");
   Bytes labels = idx_header(0x08, {10});
@@ -446,7 +466,8 @@ TEST(DataTextLabels, ReadsIdsAndNamesWithFileAndLine) {
 // count (max id + 1) overflow.
 TEST(DataTextLabels, RejectsLabelIdsBeyondTheLimitNamingFileAndLine) {
   ScratchDir dir("text_labels_big");
-  for (const std::string id : {"99999999999999999999", "9223372036854775807", std::to_string(kMaxLabels)}) {
+  for (const std::string& id : std::vector<std::string>{"99999999999999999999", "9223372036854775807",
+                                                         std::to_string(kMaxLabels)}) {
     SCOPED_TRACE(id);
     write_text(dir / "big.tsv", "fine\t0\ntext\t" + id + "\n");
     EXPECT_ERROR_MENTIONS(label_ids(read_text_labels(dir / "big.tsv"), {}), "big.tsv:2", "is not below");

@@ -175,6 +175,9 @@ torch::Tensor read_idx(const std::filesystem::path& file) {
                              " elements (offset " + std::to_string(header + data_bytes) + ")");
 
   auto tensor = torch::empty(shape, type.scalar_type);
+  // A dimension of 0 is a valid, empty file; its tensor has no storage
+  // (data_ptr() is null), and memcpy to null is undefined even for 0 bytes.
+  if (data_bytes == 0) return tensor;
   auto* out = static_cast<uint8_t*>(tensor.data_ptr());
   std::memcpy(out, bytes.data() + header, data_bytes);
   if (type.size > 1 && host_is_little_endian())
