@@ -287,6 +287,17 @@ TEST(TokenizerXlmr, RejectsAFileThatIsNotAModel) {
   EXPECT_NE(message.find("sentencepiece.bpe.model"), std::string::npos) << message;
 }
 
+// A model (found by fuzz_sentencepiece, fixtures/tokenizers/malformed/)
+// that libsentencepiece does not reject by status: its trie builder throws
+// "failed to insert key: zero-length key", which escaped naming no file.
+TEST(TokenizerXlmr, RejectsAModelLibsentencepieceThrowsOnNamingTheFile) {
+  const fs::path model = kFixtures / "malformed" / "empty-piece.model";
+  ASSERT_TRUE(fs::exists(model)) << model;
+  const std::string message = error_of([&] { XlmrTokenizer{model}; });
+  EXPECT_NE(message.find("empty-piece.model"), std::string::npos) << message;
+  EXPECT_NE(message.find("libsentencepiece cannot load this model"), std::string::npos) << message;
+}
+
 // --- Loading and batching ------------------------------------------------------
 
 TEST(TokenizerLoad, RecognisesEachDirectory) {
