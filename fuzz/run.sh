@@ -60,10 +60,18 @@ for harness in "${harnesses[@]}"; do
       for seed in "$work/seeds"/*; do cp "$seed" "$corpus/seed-$(basename "$seed")"; done
     fi
   fi
+  # The two harnesses that read LibTorch archives: LibTorch's zip reader
+  # leaks 152 bytes on every archive it rejects (mz_zip_reader_init,
+  # suppressed in lsan.supp), so libFuzzer's leak check, which scans the
+  # whole heap whenever an input frees less than it allocated, ran on almost
+  # every input: 21 executions/s. Their leaks are checked once at exit
+  # instead (LSan at exit, with the suppressions); docs/FUZZING.md.
+  leaks=()
+  [[ $harness == optimizer_checkpoint || $harness == run_state ]] && leaks=(-detect_leaks=0)
   log=$work/fuzz.log
   start=$(date +%s)
   set +e
-  nice -n 10 "$binary" -runs="$runs" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 \
+  nice -n 10 "$binary" -runs="$runs" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 "${leaks[@]}" \
     -print_final_stats=1 -artifact_prefix="$work/artifacts/" "$work/corpus" "$corpus" >"$log" 2>&1
   code=$?
   set -e
