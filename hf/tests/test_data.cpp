@@ -162,6 +162,11 @@ TEST(DataIdx, ReadsFilesWithAZeroDimension) {
   trailing.push_back(7);
   write_bytes(dir / "trailing-idx1", trailing);
   EXPECT_ERROR_MENTIONS(read_idx(dir / "trailing-idx1"), "trailing-idx1", "unexpected bytes");
+  // No elements, but strides beyond int64: rejected naming the file, not by
+  // LibTorch's "Stride calculation overflowed" (found by fuzz_idx,
+  // fuzz/corpus/idx/regression-zero-extent-huge-strides).
+  write_bytes(dir / "strides-idx4", idx_header(0x08, {0, 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF}));
+  EXPECT_ERROR_MENTIONS(read_idx(dir / "strides-idx4"), "strides-idx4", "implausibly large");
 }
 
 TEST(DataIdx, RejectsMalformedFilesNamingThem) {
