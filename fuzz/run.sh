@@ -29,7 +29,8 @@ harnesses=("$@")
 if [[ ! -f $build/CMakeCache.txt ]]; then
   prefix=$(cat "$root/build/torch-prefix.txt" 2>/dev/null || python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')
   CC=clang CXX=clang++ cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Debug '-DCMAKE_CXX_FLAGS_DEBUG=-O1 -g' \
-    -DCMAKE_PREFIX_PATH="$prefix" -DTRAM_WITH_CUDA=OFF -DTRAM_BUILD_EXAMPLES=OFF -DTRAM_BUILD_TOOLS=OFF \
+    -DCMAKE_PREFIX_PATH="$prefix" -DTRAM_WITH_CUDA=OFF -DTRAM_BUILD_TESTS=ON -DTRAM_BUILD_HF=ON \
+    -DTRAM_BUILD_EXAMPLES=ON -DTRAM_BUILD_TOOLS=OFF \
     -DTRAM_BUILD_FUZZERS=ON -DTRAM_SANITIZE=address,undefined,fuzzer-no-link
 fi
 [[ ${FUZZ_NO_BUILD:-0} == 1 ]] || cmake --build "$build" -j"$jobs" --target "${harnesses[@]/#/fuzz_}"
@@ -87,12 +88,12 @@ for harness in "${harnesses[@]}"; do
   if [[ ${FUZZ_MERGE:-0} == 1 && $code -eq 0 ]]; then
     # The committed corpus: the seeds, every finding's input (regression-*),
     # and of the inputs -merge=1 keeps (each adds coverage) the smallest, up
-    # to FUZZ_CORPUS_KB (default 16) per harness, so that the repository and
+    # to FUZZ_CORPUS_KB (default 12) per harness, so that the repository and
     # the replay ctests stay small.
     rm -rf "$work/merged" && mkdir -p "$work/merged"
     "$binary" -merge=1 "$work/merged" "$corpus" "$work/corpus" >"$work/merge.log" 2>&1
     rm -f "$corpus"/cov-*
-    budget=$(( ${FUZZ_CORPUS_KB:-16} * 1024 ))
+    budget=$(( ${FUZZ_CORPUS_KB:-12} * 1024 ))
     while read -r bytes file; do
       (( budget -= bytes )) || true
       (( budget < 0 )) && break

@@ -16,7 +16,7 @@
 //                   each --eval set before training, every --eval-every and at the end)
 //   summary.json    the run's settings and final metrics
 //   checkpoint/     save_pretrained() of the fine-tuned model + the tokenizer files
-//   state/          the resumable run state: run.pt (model, optimizer, step,
+//   state/          the resumable run state (run_state.h): run.pt (model, optimizer, step,
 //                   data position, RNG states), run.json (what run.pt must be:
 //                   size and CRC-32, step, settings); rng-rank<R>.pt per other rank
 // Every file is replaced atomically (atomic_file.h).
