@@ -1,5 +1,7 @@
 #include <tram/hf/checkpoint.h>
 
+#include <tram/hf/data/text_labels.h>  // kMaxLabels
+
 #include <torch/nn/module.h>
 #include <torch/utils.h>
 #include <nlohmann/json.hpp>
@@ -114,7 +116,15 @@ std::pair<int64_t, int64_t> HfConfig::size_pair(const std::string& field, int64_
 
 int64_t HfConfig::num_labels() const {
   constexpr int64_t kHuggingFaceDefaultLabels = 2;
-  if (has("num_labels")) return integer("num_labels");
+  if (has("num_labels")) {
+    const int64_t count = integer("num_labels");
+    // A classifier head of count rows, and with_num_labels() writes count
+    // names: a corrupt count must not allocate (or loop) by it.
+    if (count <= 0 || count >= data::kMaxLabels) {
+      fail("num_labels", "is " + std::to_string(count) + "; expected 1.." + std::to_string(data::kMaxLabels - 1));
+    }
+    return count;
+  }
   if (const nlohmann::json* labels = find("id2label")) {
     if (!labels->is_object()) fail("id2label", "must be an object {\"0\": \"name\", ...}");
     return int64_t(labels->size());
@@ -123,9 +133,9 @@ int64_t HfConfig::num_labels() const {
 }
 
 HfConfig HfConfig::with_num_labels(int64_t num_labels) const {
-  if (num_labels <= 0) {
-    throw std::invalid_argument("num_labels must be positive, got " + std::to_string(num_labels) + " (for " + origin_ +
-                                ")");
+  if (num_labels <= 0 || num_labels >= data::kMaxLabels) {
+    throw std::invalid_argument("num_labels must be in 1.." + std::to_string(data::kMaxLabels - 1) + ", got " +
+                                std::to_string(num_labels) + " (for " + origin_ + ")");
   }
   nlohmann::json json = *json_;
   json.erase("num_labels");

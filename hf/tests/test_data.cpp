@@ -5,6 +5,7 @@
 #include <tram/hf/data/lm_text.h>
 #include <tram/hf/data/nli.h>
 #include <tram/hf/data/split.h>
+#include <tram/hf/data/text_labels.h>
 #include <tram/hf/tokenizers/gpt2_bpe.h>
 
 #include "scratch_directory.h"
@@ -141,6 +142,31 @@ TEST(DataIdx, ReadsPlainAndGzipFiles) {
   for (uint8_t b : {0x00, 0x00, 0x01, 0x02, 0xFF, 0xFF, 0xFF, 0xFE}) ints.push_back(b);
   write_bytes(dir / "ints-idx1", ints);
   EXPECT_TRUE(torch::equal(read_idx(dir / "ints-idx1"), torch::tensor({258, -2}, torch::kInt32)));
+}
+
+// A dimension of 0 (an empty data set) is a valid file. Its tensor has no
+// storage: copying the (no) elements into it was a memcpy to a null pointer,
+// which UBSan reports (fuzz/corpus/idx/regression-zero-extent).
+TEST(DataIdx, ReadsFilesWithAZeroDimension) {
+  ScratchDir dir("idx_empty");
+  write_bytes(dir / "empty-idx3-ubyte", idx_header(0x08, {0, 0, 0}));
+  write_bytes(dir / "empty-idx2", idx_header(0x0D, {5, 0}));
+  const torch::Tensor images = read_idx(dir / "empty-idx3-ubyte");
+  EXPECT_EQ(images.scalar_type(), torch::kUInt8);
+  EXPECT_EQ(images.sizes(), (std::vector<int64_t>{0, 0, 0}));
+  const torch::Tensor floats = read_idx(dir / "empty-idx2");
+  EXPECT_EQ(floats.scalar_type(), torch::kFloat32);
+  EXPECT_EQ(floats.sizes(), (std::vector<int64_t>{5, 0}));
+  // Still no trailing bytes allowed.
+  Bytes trailing = idx_header(0x08, {0});
+  trailing.push_back(7);
+  write_bytes(dir / "trailing-idx1", trailing);
+  EXPECT_ERROR_MENTIONS(read_idx(dir / "trailing-idx1"), "trailing-idx1", "unexpected bytes");
+  // No elements, but strides beyond int64: rejected naming the file, not by
+  // LibTorch's "Stride calculation overflowed" (found by fuzz_idx,
+  // fuzz/corpus/idx/regression-zero-extent-huge-strides).
+  write_bytes(dir / "strides-idx4", idx_header(0x08, {0, 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF}));
+  EXPECT_ERROR_MENTIONS(read_idx(dir / "strides-idx4"), "strides-idx4", "implausibly large");
 }
 
 TEST(DataIdx, RejectsMalformedFilesNamingThem) {
@@ -411,6 +437,48 @@ TEST(DataNli, RejectsUnknownLabelsAndBadRowsWithFileAndLine) {
   EXPECT_EQ(nli_label_id("neutral"), 1);
   EXPECT_STREQ(nli_label_name(2), "contradiction");
   EXPECT_THROW(nli_label_id("Entailment"), std::invalid_argument);
+}
+
+// --- text<TAB>label --------------------------------------------------------------------
+
+TEST(DataTextLabels, ReadsIdsAndNamesWithFileAndLine) {
+  ScratchDir dir("text_labels");
+  write_text(dir / "ids.tsv", "good film\t1\r\n\nbad film\t0\n");
+  EXPECT_TRUE(is_text_label_file(dir / "ids.tsv"));
+  const auto rows = read_text_labels(dir / "ids.tsv");
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[1].text, "bad film");
+  EXPECT_NE(rows[1].source.find("ids.tsv:3"), std::string::npos) << rows[1].source;
+  EXPECT_TRUE(label_names(rows).empty());
+  EXPECT_EQ(label_ids(rows, {}), (std::vector<int64_t>{1, 0}));
+
+  write_text(dir / "names.tsv", "a\tpositive\nb\tnegative\nc\tpositive\n");
+  const auto named = read_text_labels(dir / "names.tsv");
+  const auto names = label_names(named);
+  EXPECT_EQ(label_ids(named, names), (std::vector<int64_t>{1, 0, 1}));
+  write_text(dir / "eval.tsv", "d\tneutral\n");
+  EXPECT_ERROR_MENTIONS(label_ids(read_text_labels(dir / "eval.tsv"), names), "eval.tsv:1", "not in the training data");
+
+  write_text(dir / "three.tsv", "a\tb\tc\n");
+  EXPECT_FALSE(is_text_label_file(dir / "three.tsv"));
+  EXPECT_ERROR_MENTIONS(read_text_labels(dir / "three.tsv"), "three.tsv:1", "text<TAB>label");
+  write_text(dir / "empty.tsv", "\n\n");
+  EXPECT_ERROR_MENTIONS(is_text_label_file(dir / "empty.tsv"), "empty.tsv", "empty");
+}
+
+// An id of 20 digits used to escape as std::out_of_range("stoll") without
+// the file or line, and one just below 2^63 made the classifier's label
+// count (max id + 1) overflow.
+TEST(DataTextLabels, RejectsLabelIdsBeyondTheLimitNamingFileAndLine) {
+  ScratchDir dir("text_labels_big");
+  for (const std::string& id : std::vector<std::string>{"99999999999999999999", "9223372036854775807",
+                                                         std::to_string(kMaxLabels)}) {
+    SCOPED_TRACE(id);
+    write_text(dir / "big.tsv", "fine\t0\ntext\t" + id + "\n");
+    EXPECT_ERROR_MENTIONS(label_ids(read_text_labels(dir / "big.tsv"), {}), "big.tsv:2", "is not below");
+  }
+  write_text(dir / "edge.tsv", "text\t" + std::to_string(kMaxLabels - 1) + "\n");
+  EXPECT_EQ(label_ids(read_text_labels(dir / "edge.tsv"), {}), (std::vector<int64_t>{kMaxLabels - 1}));
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 // prefixes, tied head, legacy names, shards, new heads), the embedding hook,
 // and train/eval.
 #include <tram/hf/checkpoint.h>
+#include <tram/hf/data/text_labels.h>
 #include <tram/hf/models/bert.h>
 #include <tram/hf/models/gpt2.h>
 #include <tram/hf/models/vit.h>
@@ -567,6 +568,26 @@ TEST(Checkpoint, DtypeOptionConvertsTheModel) {
   const Tensor logits = loaded.model->forward(io.at("input_ids"), io.at("attention_mask"));
   EXPECT_EQ(logits.scalar_type(), torch::kFloat64);
   EXPECT_LE(max_abs_diff(logits, io.at("logits")), kParityTolerance);
+}
+
+// A num_labels of 10^8 made with_num_labels() write 10^8 label names (the
+// config harness timed out on it: fuzz/corpus/hf_config/regression-num-labels).
+TEST(HfConfig, RejectsANumLabelsNoHeadCouldHaveNamingTheFileAndField) {
+  for (const int64_t count : {int64_t{100000000}, int64_t{0}, int64_t{-3}, tram::hf::data::kMaxLabels}) {
+    SCOPED_TRACE(count);
+    const hf::HfConfig config(nlohmann::json{{"num_labels", count}}, "/models/x/config.json");
+    try {
+      (void)config.num_labels();
+      ADD_FAILURE() << "num_labels " << count << " was accepted";
+    } catch (const std::runtime_error& error) {
+      EXPECT_TRUE(contains(error.what(), "/models/x/config.json")) << error.what();
+      EXPECT_TRUE(contains(error.what(), "\"num_labels\"")) << error.what();
+    }
+    EXPECT_THROW((void)config.with_num_labels(count), std::invalid_argument);
+  }
+  const hf::HfConfig largest(nlohmann::json{{"num_labels", tram::hf::data::kMaxLabels - 1}}, "config.json");
+  EXPECT_EQ(largest.num_labels(), tram::hf::data::kMaxLabels - 1);
+  EXPECT_EQ(largest.with_num_labels(3).num_labels(), 3);
 }
 
 TEST_F(CheckpointTest, ConfigAndDirectoryErrorsNameTheFileAndField) {

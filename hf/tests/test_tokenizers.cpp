@@ -178,6 +178,21 @@ TEST(TokenizerGpt2, RejectsBrokenFilesNamingThem) {
   EXPECT_NE(error_of([&] { Gpt2Tokenizer::from_directory(dir); }).find("all 256"), std::string::npos);
 }
 
+// An id far beyond the vocabulary sized the id table by it: {"a": 1e11}
+// asked for terabytes (fuzz/corpus/gpt2_bpe/regression-huge-id).
+TEST(TokenizerGpt2, RejectsIdsBeyondTheVocabularyNamingTheFile) {
+  const ScratchDirectory scratch("tokenizer_gpt2_ids");
+  const fs::path& dir = scratch.path();
+  write(dir / "merges.txt", "#version: 0.2\n");
+  for (const std::string vocab : {"{\"a\": 100000000000}", "{\"a\": 0, \"b\": 2}"}) {
+    SCOPED_TRACE(vocab);
+    write(dir / "vocab.json", vocab);
+    const std::string message = error_of([&] { Gpt2Tokenizer::from_directory(dir); });
+    EXPECT_NE(message.find("vocab.json"), std::string::npos) << message;
+    EXPECT_NE(message.find("is beyond the"), std::string::npos) << message;
+  }
+}
+
 // --- BERT WordPiece ------------------------------------------------------------
 
 TEST(TokenizerWordPiece, MatchesReferenceIdsUncased) { expect_reference_ids(bert(true), "bert_uncased"); }
@@ -270,6 +285,17 @@ TEST(TokenizerXlmr, RejectsAFileThatIsNotAModel) {
   write(dir / "sentencepiece.bpe.model", "not a protobuf");
   const std::string message = error_of([&] { XlmrTokenizer(dir / "sentencepiece.bpe.model"); });
   EXPECT_NE(message.find("sentencepiece.bpe.model"), std::string::npos) << message;
+}
+
+// A model (found by fuzz_sentencepiece, fixtures/tokenizers/malformed/)
+// that libsentencepiece does not reject by status: its trie builder throws
+// "failed to insert key: zero-length key", which escaped naming no file.
+TEST(TokenizerXlmr, RejectsAModelLibsentencepieceThrowsOnNamingTheFile) {
+  const fs::path model = kFixtures / "malformed" / "empty-piece.model";
+  ASSERT_TRUE(fs::exists(model)) << model;
+  const std::string message = error_of([&] { XlmrTokenizer{model}; });
+  EXPECT_NE(message.find("empty-piece.model"), std::string::npos) << message;
+  EXPECT_NE(message.find("libsentencepiece cannot load this model"), std::string::npos) << message;
 }
 
 // --- Loading and batching ------------------------------------------------------

@@ -154,14 +154,20 @@ torch::Tensor read_idx(const std::filesystem::path& file) {
                              contents);
   std::vector<int64_t> shape;
   uint64_t elements = 1;
+  // The product of the non-zero extents: with a zero among them the file
+  // has no elements, but the tensor's strides are still that product, and
+  // LibTorch refuses (naming no file) when it overflows.
+  uint64_t strided = 1;
   std::string shape_text;
+  constexpr uint64_t kPlausibleElements = uint64_t{1} << 40;
   for (size_t d = 0; d < dims; ++d) {
     const uint32_t extent = be32(4 + 4 * d);
     shape.push_back(extent);
     shape_text += (d ? "x" : "") + std::to_string(extent);
-    if (extent != 0 && elements > (uint64_t{1} << 40) / extent)
+    if (extent != 0 && strided > kPlausibleElements / extent)
       throw std::runtime_error(where + ": dimensions " + shape_text + "... are implausibly large");
     elements *= extent;
+    if (extent != 0) strided *= extent;
   }
   const uint64_t data_bytes = elements * type.size;
   const uint64_t available = bytes.size() - header;
@@ -175,6 +181,9 @@ torch::Tensor read_idx(const std::filesystem::path& file) {
                              " elements (offset " + std::to_string(header + data_bytes) + ")");
 
   auto tensor = torch::empty(shape, type.scalar_type);
+  // A dimension of 0 is a valid, empty file; its tensor has no storage
+  // (data_ptr() is null), and memcpy to null is undefined even for 0 bytes.
+  if (data_bytes == 0) return tensor;
   auto* out = static_cast<uint8_t*>(tensor.data_ptr());
   std::memcpy(out, bytes.data() + header, data_bytes);
   if (type.size > 1 && host_is_little_endian())

@@ -79,6 +79,13 @@ Gpt2Tokenizer::Gpt2Tokenizer(const std::filesystem::path& vocab_json,
       throw std::runtime_error(where + ": token \"" + token + "\" has no non-negative integer id");
     max_id = std::max(max_id, id.get<int64_t>());
   }
+  // The ids number the tokens 0..n-1 (each once: checked below). A larger
+  // one is a corrupt file, and must not size the id table: {"a": 1e11}
+  // asked for terabytes.
+  if (max_id >= static_cast<int64_t>(vocab.size()))
+    throw std::runtime_error(where + ": id " + std::to_string(max_id) + " is beyond the " +
+                             std::to_string(vocab.size()) + " tokens of the vocabulary; ids must be 0.." +
+                             std::to_string(vocab.size() - 1));
   id_to_token_.resize(static_cast<size_t>(max_id + 1));
   for (const auto& [token, id] : vocab.items()) {
     const auto index = id.get<int64_t>();

@@ -16,7 +16,16 @@ constexpr const char* kMaskToken = "<mask>";
 
 XlmrTokenizer::XlmrTokenizer(const std::filesystem::path& sentencepiece_model)
     : processor_(std::make_unique<sentencepiece::SentencePieceProcessor>()) {
-  const auto status = processor_->Load(sentencepiece_model.string());
+  sentencepiece::util::Status status;
+  try {
+    status = processor_->Load(sentencepiece_model.string());
+  } catch (const std::exception& error) {
+    // libsentencepiece reports most bad models by status, but its trie
+    // builder (darts-clone) throws, naming no file ("failed to insert key:
+    // zero-length key" for a model with an empty piece).
+    throw std::runtime_error(sentencepiece_model.string() + ": libsentencepiece cannot load this model: " +
+                             error.what());
+  }
   if (!status.ok())
     throw std::runtime_error(sentencepiece_model.string() +
                              ": libsentencepiece cannot load this model: " + status.ToString());

@@ -4,6 +4,7 @@
 #include <tram/hf/data/image_datasets.h>
 #include <tram/hf/data/lm_text.h>
 #include <tram/hf/data/nli.h>
+#include <tram/hf/data/text_labels.h>
 #include <tram/hf/models/bert.h>
 #include <tram/hf/models/gpt2.h>
 #include <tram/hf/models/vit.h>
@@ -264,24 +265,6 @@ struct TextExamples {
   torch::Tensor labels;  // [N] int64
 };
 
-bool is_integer(const std::string& text) {
-  return !text.empty() && std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
-}
-
-// A two-column text<TAB>label file (no header)? NLI files have a header
-// naming three or more columns, or are JSON lines.
-bool is_text_label_file(const std::string& path) {
-  const auto extension = fs::path(path).extension().string();
-  if (extension == ".jsonl" || extension == ".json") return false;
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error(path + ": cannot be opened");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (!line.empty() && line != "\r") return std::count(line.begin(), line.end(), '\t') == 1;
-  }
-  throw std::runtime_error(path + ": the file is empty");
-}
-
 class TextClassificationTask : public Task {
  public:
   explicit TextClassificationTask(const Options& options) : options_(options) {
@@ -291,7 +274,7 @@ class TextClassificationTask : public Task {
     const int64_t positions = config.integer("max_position_embeddings", 512) -
                               (config.string("model_type", "bert") == "bert" ? 0 : 2);
     max_length_ = std::min(options.max_length, positions);
-    text_labels_ = is_text_label_file(options.train);
+    text_labels_ = data::is_text_label_file(options.train);
     train_ = read(options.train, /*training=*/true);
     for (const auto& [name, path] : options.eval) {
       names_.push_back(name);
@@ -387,45 +370,13 @@ class TextClassificationTask : public Task {
         if (options_.limit > 0 && static_cast<int64_t>(labels.size()) >= options_.limit) break;
       }
     } else {
-      if (!is_text_label_file(path)) throw std::runtime_error(path + ": expected text<TAB>label rows like the --train file");
-      std::ifstream in(path);
-      std::string line;
-      std::vector<std::pair<std::string, std::string>> rows;  // label, file:line
-      std::vector<std::string> texts;
-      int64_t number = 0;
-      while (std::getline(in, line)) {
-        ++number;
-        if (!line.empty() && line.back() == '\r') line.pop_back();
-        if (line.empty()) continue;
-        const auto tab = line.find('\t');
-        if (tab == std::string::npos || line.find('\t', tab + 1) != std::string::npos) {
-          throw std::runtime_error(path + ":" + std::to_string(number) + ": expected text<TAB>label");
-        }
-        texts.push_back(line.substr(0, tab));
-        rows.emplace_back(line.substr(tab + 1), path + ":" + std::to_string(number));
-        if (options_.limit > 0 && static_cast<int64_t>(rows.size()) >= options_.limit) break;
+      if (!data::is_text_label_file(path)) {
+        throw std::runtime_error(path + ": expected text<TAB>label rows like the --train file");
       }
-      if (training) {
-        bool numeric = true;
-        for (const auto& row : rows) numeric = numeric && is_integer(row.first);
-        if (!numeric) {
-          std::set<std::string> names;
-          for (const auto& row : rows) names.insert(row.first);
-          for (const auto& name : names) label_ids_.emplace(name, static_cast<int64_t>(label_ids_.size()));
-        }
-      }
-      for (size_t i = 0; i < rows.size(); ++i) {
-        const auto& [label, where] = rows[i];
-        if (label_ids_.empty()) {
-          if (!is_integer(label)) throw std::runtime_error(where + ": label '" + label + "' is not an id");
-          labels.push_back(std::stoll(label));
-        } else {
-          const auto it = label_ids_.find(label);
-          if (it == label_ids_.end()) throw std::runtime_error(where + ": label '" + label + "' is not in the training data");
-          labels.push_back(it->second);
-        }
-        set.encodings.push_back(tokenizer_->encode_for_model(texts[i], max_length_));
-      }
+      const auto rows = data::read_text_labels(path, options_.limit);
+      if (training) label_ids_ = data::label_names(rows);
+      labels = data::label_ids(rows, label_ids_);
+      for (const auto& row : rows) set.encodings.push_back(tokenizer_->encode_for_model(row.text, max_length_));
     }
     if (labels.empty()) throw std::runtime_error(path + ": no examples");
     set.labels = torch::tensor(labels, torch::kLong);

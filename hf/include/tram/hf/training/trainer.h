@@ -16,7 +16,7 @@
 //                   each --eval set before training, every --eval-every and at the end)
 //   summary.json    the run's settings and final metrics
 //   checkpoint/     save_pretrained() of the fine-tuned model + the tokenizer files
-//   state/          the resumable run state: run-<step>.pt (model, optimizer,
+//   state/          the resumable run state (run_state.h): run-<step>.pt (model, optimizer,
 //                   step, data position, RNG states), run.json (which file is
 //                   the state, its size and CRC-32, the step, the settings, the
 //                   length of metrics.csv at the save); rng-rank<R>-<step>.pt
