@@ -31,7 +31,6 @@ byte-identical to the straight run's, and summary.json equal but for its wall
 time (elapsed_seconds), for both. Exit 0 when all hold; 1 with the reason otherwise.
 """
 
-import argparse
 import json
 import os
 import shutil
@@ -41,7 +40,7 @@ import sys
 import time
 import zlib
 
-from launch_util import CLEAN_ENV
+from launch_util import CLEAN_ENV, check_arguments
 
 
 def fail(message):
@@ -121,13 +120,8 @@ def read(path, mode="r"):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--program", required=True)
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("args", nargs=argparse.REMAINDER)
-    options = parser.parse_args()
-    arguments = [options.program, "--model", options.model, "--quiet", *(a for a in options.args if a != "--")]
+    options, extra = check_arguments(__doc__)
+    arguments = [options.program, "--model", options.model, "--quiet", *extra]
     shutil.rmtree(options.out, ignore_errors=True)
     os.makedirs(options.out)
 

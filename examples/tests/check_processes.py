@@ -12,7 +12,6 @@
 Exit 0 when both hold; 1 with the reason otherwise.
 """
 
-import argparse
 import os
 import signal
 import socket
@@ -20,7 +19,7 @@ import subprocess
 import sys
 import time
 
-from launch_util import CLEAN_ENV, max_difference, model_without_dropout, tensors
+from launch_util import CLEAN_ENV, check_arguments, max_difference, model_without_dropout, tensors
 
 
 def fail(message):
@@ -41,13 +40,7 @@ def ranks(program, arguments, out, extra=()):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--program", required=True)
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("args", nargs=argparse.REMAINDER)
-    options = parser.parse_args()
-    extra = [a for a in options.args if a != "--"]
+    options, extra = check_arguments(__doc__)
 
     model = model_without_dropout(options.model, options.out)
     arguments = ["--model", model, "--dtype", "float64", "--quiet", *extra]

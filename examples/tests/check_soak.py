@@ -15,7 +15,6 @@ exceeds the second fifth's by at most --bound-mib MiB; 1 otherwise, or when
 the run fails. Writes the samples to OUT/rss.csv (seconds,rss_kib).
 """
 
-import argparse
 import os
 import subprocess
 import signal
@@ -23,7 +22,7 @@ import sys
 import threading
 import time
 
-from launch_util import CLEAN_ENV
+from launch_util import CLEAN_ENV, check_arguments
 
 
 def rss_kib(pid):
@@ -38,21 +37,15 @@ def rss_kib(pid):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--program", required=True)
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--bound-mib", type=float, default=8.0)
-    parser.add_argument("args", nargs=argparse.REMAINDER)
-    options = parser.parse_args()
+    options, extra = check_arguments(
+        __doc__, lambda parser: parser.add_argument("--bound-mib", type=float, default=8.0))
     os.makedirs(options.out, exist_ok=True)
     command = [options.program, "--model", options.model, "--quiet", "--out", os.path.join(options.out, "run"),
-               *(a for a in options.args if a != "--")]
+               *extra]
     if "--steps" not in command:
         sys.exit("check_soak: ARGS must set --steps")
 
-    arguments = [a for a in options.args if a != "--"]
-    steps = arguments[arguments.index("--steps") + 1]
+    steps = extra[extra.index("--steps") + 1]
     stall = f"final@{steps}"
     began = time.monotonic()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,

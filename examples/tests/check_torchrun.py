@@ -11,14 +11,13 @@ the two runs must agree up to the order of the all-reduce's sums (1e-10).
 Exit 0 when they do; 1 with the reason otherwise.
 """
 
-import argparse
 import csv
 import json
 import os
 import subprocess
 import sys
 
-from launch_util import CLEAN_ENV, max_difference, model_without_dropout, tensors
+from launch_util import CLEAN_ENV, check_arguments, max_difference, model_without_dropout, tensors
 
 
 def run(command, env=None):
@@ -37,13 +36,7 @@ def metrics(directory):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--program", required=True)
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("args", nargs=argparse.REMAINDER)
-    options = parser.parse_args()
-    extra = [a for a in options.args if a != "--"]
+    options, extra = check_arguments(__doc__)
 
     model = model_without_dropout(options.model, options.out)
     arguments = ["--model", model, "--dtype", "float64", "--quiet", *extra]

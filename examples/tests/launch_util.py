@@ -1,7 +1,9 @@
-"""What the launcher checks (check_torchrun.py, check_processes.py) share:
-an environment without an outer launcher's variables, a copy of a fixture
-model with dropout off, and a reader of .safetensors files."""
+"""What the program checks (check_torchrun.py, check_processes.py,
+check_kill.py, check_soak.py) share: their command line, an environment
+without an outer launcher's variables, a copy of a fixture model with dropout
+off, and a reader of .safetensors files."""
 
+import argparse
 import json
 import os
 import shutil
@@ -10,6 +12,21 @@ import struct
 # Nothing of an outer launcher may leak into the runs a check starts itself.
 CLEAN_ENV = {k: v for k, v in os.environ.items()
              if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK")}
+
+
+def check_arguments(doc, add=None):
+    """The command line every check takes: --program, --model, --out, then
+    `-- ARGS...` for the program. `add(parser)` adds a check's own options.
+    Returns (options, ARGS without the "--")."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--program", required=True)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--out", required=True)
+    if add:
+        add(parser)
+    parser.add_argument("args", nargs=argparse.REMAINDER)
+    options = parser.parse_args()
+    return options, [a for a in options.args if a != "--"]
 
 
 def model_without_dropout(source, out):
