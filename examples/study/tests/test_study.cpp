@@ -3,6 +3,7 @@
 #include "corpora.h"
 #include "experiments.h"
 #include "report.h"
+#include "workers.h"
 
 #include "scratch_directory.h"
 
@@ -10,9 +11,15 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <optional>
 #include <fstream>
 #include <set>
 #include <unordered_set>
+
+#include <unistd.h>
 
 namespace tram::study {
 namespace {
@@ -299,6 +306,44 @@ TEST(StudyVision, ShiftsDoWhatTheySay) {
   auto blurred = gaussian_blur(flat, 1.5);
   EXPECT_TRUE(torch::allclose(blurred.slice(2, 3, -3).slice(3, 3, -3), flat.slice(2, 3, -3).slice(3, 3, -3)));
   EXPECT_LT(gaussian_blur(images, 1.5).std().item<float>(), images.std().item<float>());
+}
+
+// The worker processes of the study's driver: tasks in on stdin, replies out
+// on descriptor 3, output in the log, the exit status (signals as 128 + the
+// signal), and a worker that is still running ended with its handle.
+TEST(StudyWorkers, TasksRepliesLogsAndExitStatus) {
+  hf::testing::ScratchDirectory scratch("study_workers");
+  // A worker that answers each task line with its length, then exits 3.
+  const std::string echo = "echo starting; while read -r line; do echo \"task $line\" >&2; echo ${#line} >&3; done; exit 3";
+  {
+    WorkerProcess worker({"/bin/sh", "-c", echo}, scratch.path() / "a.log");
+    worker.send("abc");
+    worker.send("hello world");
+    std::vector<WorkerProcess*> all = {&worker};
+    EXPECT_EQ(wait_for_reply(all), 0u);
+    EXPECT_EQ(worker.read_reply(), "3");
+    EXPECT_EQ(worker.read_reply(), "11");
+    worker.close_input();
+    EXPECT_EQ(worker.read_reply(), std::nullopt);
+    EXPECT_EQ(worker.wait(), 3);
+    EXPECT_EQ(tail_of_file(scratch.path() / "a.log", 5), "starting\ntask abc\ntask hello world\n");
+    EXPECT_EQ(tail_of_file(scratch.path() / "a.log", 1), "task hello world\n");
+  }
+  {
+    auto quiet = std::make_unique<WorkerProcess>(std::vector<std::string>{"/bin/sh", "-c", "sleep 600"},
+                                                 scratch.path() / "b.log");
+    WorkerProcess killed({"/bin/sh", "-c", "kill -9 $$"}, scratch.path() / "c.log");
+    std::vector<WorkerProcess*> both = {quiet.get(), &killed};
+    EXPECT_EQ(wait_for_reply(both), 1u);  // its end
+    EXPECT_EQ(killed.read_reply(), std::nullopt);
+    EXPECT_EQ(killed.wait(), 128 + 9);
+    EXPECT_THROW(killed.send("more"), std::runtime_error);  // nobody reads it: EPIPE, not SIGPIPE
+    const auto started = std::chrono::steady_clock::now();
+    quiet.reset();  // ends the sleeping worker, rather than waiting 600 s
+    EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(60));
+  }
+  EXPECT_THROW(WorkerProcess({"/no/such/program"}, scratch.path() / "d.log"), std::runtime_error);
+  EXPECT_EQ(this_program().filename(), "tram_study_tests");
 }
 
 }  // namespace
