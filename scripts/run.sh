@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The main job: set-up (idempotent), build the study, and run it: every method
 # on three out-of-distribution experiments with real data (docs/STUDY.md).
-# The default preset takes about 21 minutes on 2 CPU cores; arguments go to
-# tram-study (--full, --methods, --seeds, --experiments, --out, --minilm-model;
-# see --help). Results, tables and plots land in study-results/ (finished runs
+# The default preset takes about 25 minutes on 2 CPU cores; arguments go to
+# tram-study (--full, --methods, --seeds, --experiments, --out, --jobs,
+# --threads, --minilm-model; see --help). Results, tables and plots land in study-results/ (finished runs
 # found there are reused: delete it to start over).
 #
 # The real-checkpoint experiment (minilm: all-MiniLM-L6-v2) is not in the
