@@ -195,11 +195,10 @@ fs::path record_path(const fs::path& out, const std::string& experiment, const s
   return out / "runs" / experiment / (method + "-seed" + std::to_string(seed) + ".json");
 }
 
-// What changes a run's result besides the experiment's settings: the
-// LibTorch thread count (its reductions are split by thread). Records with
-// another fingerprint are recomputed.
-std::string run_fingerprint(const Experiment& experiment, int threads) {
-  return experiment.fingerprint() + " threads=" + std::to_string(threads);
+// Whether `file` holds a finished run of `experiment` under the current
+// settings and thread count (into `record`); otherwise the run is computed.
+bool finished_record(const fs::path& file, const Experiment& experiment, RunRecord& record) {
+  return load_record(file, record) && record.fingerprint == with_thread_count(experiment.fingerprint());
 }
 
 // The command line, parsed.
@@ -231,7 +230,7 @@ int run_worker(const Options& options) {
     const int64_t seed = std::stoll(task->substr(tab + 1));
     std::cout << "=== " << name << " " << method << " seed " << seed << "\n" << std::flush;
     RunRecord record = experiment->run(method, seed);
-    record.fingerprint = run_fingerprint(*experiment, options.threads);
+    record.fingerprint = with_thread_count(experiment->fingerprint());
     save_record(record, record_path(options.out, name, method, seed));
     reply_to_driver("done");
   }
@@ -469,8 +468,7 @@ int main(int argc, char** argv) {
       for (const auto& method : methods_of(preset, name)) {
         for (int64_t seed = 0; seed < seeds_of(preset, name); ++seed) {
           RunRecord record;
-          if (!load_record(record_path(out, name, method, seed), record) ||
-              record.fingerprint != run_fingerprint(*experiment, options.threads)) {
+          if (!finished_record(record_path(out, name, method, seed), *experiment, record)) {
             runs.push_back({name, method, seed});
           }
         }
@@ -490,7 +488,7 @@ int main(int argc, char** argv) {
         for (int64_t seed = 0; seed < seeds_of(preset, name); ++seed) {
           const fs::path file = record_path(out, name, method, seed);
           RunRecord record;
-          if (!load_record(file, record) || record.fingerprint != run_fingerprint(*experiment, options.threads)) {
+          if (!finished_record(file, *experiment, record)) {
             throw std::runtime_error("the record " + file.string() + " of a finished run is missing or stale");
           }
           records.push_back(record);

@@ -124,25 +124,21 @@ RunRecord new_record(const std::string& experiment, const std::string& method, i
   return record;
 }
 
-namespace {
-// The pre-trained weights depend on LibTorch's thread count too (its
-// reductions are split by thread).
-std::string with_threads(const std::string& stamp) {
-  return stamp + " threads=" + std::to_string(torch::get_num_threads());
+std::string with_thread_count(const std::string& fingerprint) {
+  return fingerprint + " threads=" + std::to_string(torch::get_num_threads());
 }
-}  // namespace
 
 bool cached_checkpoint_matches(const fs::path& directory, const std::string& stamp) {
   std::ifstream in(directory / "study-stamp.txt");
   if (!in) return false;
   std::stringstream text;
   text << in.rdbuf();
-  return text.str() == with_threads(stamp) && fs::exists(directory / "model.safetensors") && fs::exists(directory / "config.json");
+  return text.str() == with_thread_count(stamp) && fs::exists(directory / "model.safetensors") && fs::exists(directory / "config.json");
 }
 
 void stamp_checkpoint(const fs::path& directory, const std::string& stamp) {
   std::ofstream out(directory / "study-stamp.txt");
-  out << with_threads(stamp);
+  out << with_thread_count(stamp);
   if (!out) throw std::runtime_error("cannot write " + (directory / "study-stamp.txt").string());
 }
 

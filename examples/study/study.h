@@ -120,6 +120,11 @@ RunRecord new_record(const std::string& experiment, const std::string& method, i
 bool cached_checkpoint_matches(const std::filesystem::path& directory, const std::string& stamp);
 void stamp_checkpoint(const std::filesystem::path& directory, const std::string& stamp);
 
+// `fingerprint` with LibTorch's current thread count appended: pre-trained
+// weights and run results depend on it too (LibTorch splits its reductions
+// by thread), so cache stamps and record fingerprints carry it.
+std::string with_thread_count(const std::string& fingerprint);
+
 // Seeds LibTorch's global generator for everything a run draws (head
 // initialisation, batch order, noise, masking).
 void seed_everything(uint64_t seed);
