@@ -1,4 +1,5 @@
-// tram's optimizer checkpoints (SharpnessAware::load through torch::load:
+// tram's optimizer checkpoints (tram::load_checkpoint: the archive check, then
+// SharpnessAware::load through torch::load:
 // format 2, the checksummed state payload, and format 1), then one step from
 // the loaded state: a state that loads but breaks the next step is a
 // finding too. The first byte picks the method the file is loaded into (the
@@ -26,7 +27,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     auto optimizer =
         tram::make_optimizer(method, problem.params(), tram::test::checkpoint_fixture_options(method));
     optimizer->set_noise_sampler(tram::test::checkpoint_fixture_noise);
-    torch::load(*optimizer, path.string());
+    tram::load_checkpoint(*optimizer, path.string());
     optimizer->step(problem.forward_closure());
   });
   return 0;

@@ -1,5 +1,6 @@
 // Checkpoints of a tram optimizer: its own state (counters, group options,
 // parameter sets, loss scaler), then the base optimizer's in a sub-archive.
+#include <tram/checkpoint.h>
 #include <tram/checksum.h>
 #include <tram/optimizer.h>
 
@@ -110,6 +111,9 @@ void SharpnessAware::load(torch::serialize::InputArchive& archive) {
       std::optional<torch::Device> device;
       const auto params = managed_parameters(false).params;
       if (!params.empty()) device = params[0].device();
+      // The checksum proves the payload is the one written, not that it was
+      // written by tram: check it before LibTorch's reader trusts it.
+      check_archive(payload.data_ptr<uint8_t>(), static_cast<size_t>(size), "the state payload");
       payload_archive.load_from(reinterpret_cast<const char*>(payload.data_ptr<uint8_t>()),
                                 static_cast<size_t>(size), device);
       state = &payload_archive;

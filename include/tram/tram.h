@@ -2,6 +2,7 @@
 // The one include users need.
 #pragma once
 
+#include <tram/checkpoint.h>
 #include <tram/checksum.h>
 #include <tram/closure.h>
 #include <tram/distributed.h>

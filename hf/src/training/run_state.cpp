@@ -218,6 +218,7 @@ Position RunState::load(torch::nn::Module& module, tram::SharpnessAware& optimiz
     throw fail(file, "CRC-32 mismatch (corrupted): the file's contents changed after it was written");
   }
   try {
+    tram::check_archive(file.string());
     torch::serialize::InputArchive archive;
     archive.load_from(file.string());
     torch::serialize::InputArchive model, state;
@@ -243,6 +244,7 @@ Position RunState::load(torch::nn::Module& module, tram::SharpnessAware& optimiz
   if (options_.rank != 0) {
     const fs::path rng = directory_ / state_file_name(options_.rank, position.step);
     try {
+      tram::check_archive(rng.string());
       torch::serialize::InputArchive archive;
       archive.load_from(rng.string());
       read_rng(archive, options_);
