@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The Python baseline of tram's step benchmark.
 
-SAM, ASAM and TRAM-theta_{t-1} written in plain PyTorch the way a user would
+SAM, ASAM, FSAM, TRAM-theta_{t-1} and TRAM-epsilon written in plain PyTorch the way a user would
 (a loop over parameters, a backup copy, log_softmax composites for the
 trust-region KL), on the same GPT-2-small architecture, batch and
 hyper-parameters as bench/bench_step.cpp. Writes python_step.csv; with
@@ -9,8 +9,10 @@ hyper-parameters as bench/bench_step.cpp. Writes python_step.csv; with
 Python / C++ per method (> 1: tram is faster).
 
 The formulas are those of docs/ALGORITHMS.md: SAM e = rho g / ||g||; ASAM and TRAM
-e = r T^2 g / ||T g|| with T = |w| + eta; TRAM-theta_{t-1}'s radius is
-d = KL(p_{theta_{t-1}} || p_theta) on the batch (mean over valid rows).
+e = r T^2 g / ||T g|| with T = |w| + eta; FSAM e = r (g / f) / sqrt(sum(g^2 / f))
+with f = 1 + eta_f g^2; TRAM-theta_{t-1}'s radius is
+d = KL(p_{theta_{t-1}} || p_theta) on the batch (mean over valid rows), TRAM-epsilon's
+d = KL(p_theta(emb + z) || p_theta(emb)) with z ~ N(0, sigma^2) on the token embeddings.
 """
 import argparse
 import csv
@@ -61,8 +63,11 @@ class GPT2(nn.Module):
                     continue
                 p.zero_() if "bias" in name else p.normal_(0.0, 0.02)
 
-    def forward(self, ids):
-        x = self.wte(ids) + self.wpe(torch.arange(ids.shape[1], device=ids.device))
+    def forward(self, ids, noise_sigma=0.0):
+        tokens = self.wte(ids)
+        if noise_sigma:  # TRAM-epsilon's target: noise on the token embeddings
+            tokens = tokens + noise_sigma * torch.randn_like(tokens)
+        x = tokens + self.wpe(torch.arange(ids.shape[1], device=ids.device))
         x = F.dropout(x, self.dropout, self.training)
         for block in self.blocks:
             x = block(x)
@@ -81,11 +86,13 @@ def kl_rows_mean(target_logits, current_logits, mask):
 
 
 class SharpnessAware:
-    """SAM (adaptive=False) and ASAM (adaptive=True) around a base optimizer."""
+    """SAM (adaptive=False) and ASAM (adaptive=True) around a base optimizer;
+    FSAM with fisher_eta set."""
 
-    def __init__(self, params, base, rho, adaptive, eta=0.01):
+    def __init__(self, params, base, rho, adaptive, eta=0.01, fisher_eta=None):
         self.params = [p for p in params if p.requires_grad]
         self.base, self.rho, self.adaptive, self.eta = base, rho, adaptive, eta
+        self.fisher_eta = fisher_eta
         self.backup = {}
 
     def _scale(self, p):
@@ -94,6 +101,16 @@ class SharpnessAware:
     @torch.no_grad()
     def first_step(self, radius=None):
         params = [p for p in self.params if p.grad is not None]
+        if self.fisher_eta is not None:
+            fisher = [1 + self.fisher_eta * p.grad * p.grad for p in params]
+            norm = torch.stack([(p.grad * p.grad / f).sum() for p, f in zip(params, fisher)]).sum().add(1e-12).sqrt()
+            coef = (self.rho if radius is None else radius) / norm
+            for p, f in zip(params, fisher):
+                if p not in self.backup:
+                    self.backup[p] = torch.empty_like(p)
+                self.backup[p].copy_(p)
+                p.add_(p.grad / f * coef)
+            return
         if self.adaptive:
             norm = torch.norm(torch.stack([(self._scale(p) * p.grad).norm(2) for p in params]), 2)
         else:
@@ -134,6 +151,38 @@ def make_step(method, model, ids, labels, mask, base_args):
             base.zero_grad(set_to_none=True)
             loss_of(model(ids)).backward()
             sam.first_step()
+            base.zero_grad(set_to_none=True)
+            loss_of(model(ids)).backward()
+            sam.second_step()
+        return step
+
+    if method == "fsam":
+        sam = SharpnessAware(params, base, rho=0.1, adaptive=False, fisher_eta=0.1)
+
+        def step():
+            base.zero_grad(set_to_none=True)
+            loss_of(model(ids)).backward()
+            sam.first_step()
+            base.zero_grad(set_to_none=True)
+            loss_of(model(ids)).backward()
+            sam.second_step()
+        return step
+
+    if method == "tram-noise":
+        sam = SharpnessAware(params, base, rho=0.5, adaptive=True)
+
+        def step():
+            # Target: the current model on noised token embeddings, eval mode, no grad.
+            with torch.no_grad():
+                model.eval()
+                target_logits = model(ids, noise_sigma=1e-2)
+                model.train()
+            base.zero_grad(set_to_none=True)
+            logits = model(ids)
+            loss_of(logits).backward()
+            with torch.no_grad():
+                radius = kl_rows_mean(target_logits, logits.detach(), mask).item()
+            sam.first_step(radius)
             base.zero_grad(set_to_none=True)
             loss_of(model(ids)).backward()
             sam.second_step()
@@ -207,7 +256,7 @@ def main():
     parser.add_argument("--tf32", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--iters", type=int, default=5)
-    parser.add_argument("--methods", default="adam,sam,asam,tram-prev")
+    parser.add_argument("--methods", default="adam,sam,asam,fsam,tram-prev,tram-noise")
     parser.add_argument("--small", action="store_true", help="2 layers, hidden 64, vocab 1000, batch 2 x 32")
     parser.add_argument("--cpp-csv", default="", help="bench_step's step.csv, for the Python / C++ ratio")
     args = parser.parse_args()
