@@ -9,7 +9,9 @@ writes fuzz/corpus/{optimizer_checkpoint,run_state}/regression-*:
  - inflated-storage: the largest tensor storage (the optimizer's state
    payload) claims four times the bytes of its record;
  - huge-string: a string in data.pkl claims 0xFB000000 bytes;
- - huge-memo-index: a memo index of 0xF0000000.
+ - huge-memo-index: a memo index of 0xF0000000;
+ - view-past-storage: the largest tensor's storage offset moved to 1, so
+   that its view reaches one element past its storage.
 """
 import io
 import struct
@@ -41,6 +43,16 @@ def inflate_largest_storage(pickle, source):
     return pickle[:at] + b'J' + struct.pack('<i', 4 * largest) + pickle[at + len(count):]
 
 
+def view_past_storage(pickle, source):
+    sizes = [i.file_size for i in source.infolist() if '/data/' in i.filename]
+    largest = max(sizes)
+    count = (b'M' + struct.pack('<H', largest)) if largest < 65536 else (b'J' + struct.pack('<i', largest))
+    at = pickle.index(count + b'tQ') + len(count) + 2
+    at += {ord('q'): 2, ord('r'): 5}.get(pickle[at], 0)  # the storage's memo entry
+    assert pickle[at:at + 2] == b'K\x00', pickle[at:at + 2]  # storage offset 0
+    return pickle[:at] + b'K\x01' + pickle[at + 2:]
+
+
 def first_string(pickle):
     at = pickle.index(b'X')
     length = struct.unpack('<I', pickle[at + 1:at + 5])[0]
@@ -61,5 +73,5 @@ for harness, seed, prefix in SEEDS:
     raw = open(f'{CORPUS}/{harness}/{seed}', 'rb').read()
     head, archive = raw[:prefix], raw[prefix:]
     for name, patch in [('inflated-storage', inflate_largest_storage), ('huge-string', huge_string),
-                        ('huge-memo-index', huge_memo_index)]:
+                        ('huge-memo-index', huge_memo_index), ('view-past-storage', view_past_storage)]:
         open(f'{CORPUS}/{harness}/regression-{name}', 'wb').write(head + rewrite(archive, patch))

@@ -12,9 +12,13 @@
 //    size is count x element size, but its bytes are the record's, so a
 //    count beyond the record makes every later read of the tensor run past
 //    the record's buffer.
+//  - a tensor's storage offset, sizes and strides (_rebuild_tensor_v2's
+//    arguments): it sets them on the storage unchecked, so a view that
+//    reaches past its storage reads past the buffer as soon as it is used.
 // The walk follows LibTorch's own reading of each opcode, keeps on its stack
-// only what a storage reference is made of (strings, integers, storage
-// types, small tuples) and stops where LibTorch would stop with an error of
+// only what storage references and tensor views are made of (strings,
+// integers, storage types, storages, rebuild functions, tuples of at most
+// kMaxKeptTuple values) and stops where LibTorch would stop with an error of
 // its own (an opcode it does not know, data that ends early), since nothing
 // after that point is read.
 #include <tram/checkpoint.h>
@@ -47,15 +51,33 @@ constexpr uint64_t kMaxDeflateRatio = 1032;
 
 // What the walk keeps of a value on the unpickler's stack.
 struct Value {
-  enum class Kind { kOther, kString, kInt, kStorageType, kTuple, kDict };
+  enum class Kind {
+    kOther,
+    kString,
+    kInt,
+    kStorageType,  // torch.<Type>Storage
+    kStorage,      // what BINPERSID made of a storage reference
+    kRebuild,      // torch._utils._rebuild_tensor_v2 or _rebuild_qtensor: makes a view of a storage
+    kRebuildFromType,  // torch._tensor._rebuild_from_type_v2: calls a rebuild on its third argument
+    kUnchecked,    // a rebuild of tensors the walk cannot check (sparse)
+    kTuple,
+    kDict,
+  };
   Kind kind = Kind::kOther;
-  std::string text;          // kString
-  int64_t number = 0;        // kInt; kStorageType: the element size in bytes
-  std::vector<Value> items;  // kTuple: kept when it could be a storage reference
+  std::string text;    // kString
+  int64_t number = 0;  // kInt; kStorageType: the element size in bytes; kStorage: its elements
+  // kTuple: shared, so that the memo and the stack copy it cheaply.
+  std::shared_ptr<const std::vector<Value>> items;
+
+  size_t size() const { return items ? items->size() : 0; }
+  const Value& operator[](size_t i) const { return (*items)[i]; }
 };
 
 // A storage reference is ("storage", <Type>Storage, key, location, numel).
 constexpr size_t kStorageReferenceSize = 5;
+// Tuples longer than this are not kept (a tensor's sizes and strides are
+// tuples of its dimensions; a rebuild's arguments hold six or seven values).
+constexpr size_t kMaxKeptTuple = 256;
 
 Value other() { return {}; }
 
@@ -148,16 +170,9 @@ class PickleWalk {
   }
   void push_tuple(std::vector<Value> items) {
     Value tuple;
-    // Only a tuple of scalars of the right length can be a storage reference;
-    // anything else is kept as "other" so that the walk's memory stays small.
-    const bool scalars = std::all_of(items.begin(), items.end(), [](const Value& v) {
-      return v.kind != Value::Kind::kTuple && v.kind != Value::Kind::kDict;
-    });
-    if (items.size() == kStorageReferenceSize && scalars) {
+    if (items.size() <= kMaxKeptTuple) {
       tuple.kind = Value::Kind::kTuple;
-      tuple.items = std::move(items);
-    } else if (items.empty()) {
-      tuple.kind = Value::Kind::kTuple;
+      tuple.items = std::make_shared<const std::vector<Value>>(std::move(items));
     }
     push(std::move(tuple));
   }
@@ -178,7 +193,23 @@ class PickleWalk {
 
   void global(std::string_view module, std::string_view name) {
     Value value;
-    if (module == "torch") {
+    // LibTorch's _rebuild_from_type_v2 calls the function of the GLOBAL that
+    // follows it in the file, whatever its arguments name: that one must be
+    // a rebuild this walk checks.
+    if (rebuild_from_type_pending_) {
+      rebuild_from_type_pending_ = false;
+      if (!(module == "torch._utils" && (name == "_rebuild_tensor_v2" || name == "_rebuild_qtensor"))) {
+        fail("_rebuild_from_type_v2 followed by ", module, ".", name, ", not a tensor rebuild this check can verify");
+      }
+    }
+    if (module == "torch._utils" && (name == "_rebuild_tensor_v2" || name == "_rebuild_qtensor")) {
+      value.kind = Value::Kind::kRebuild;
+    } else if (module == "torch._tensor" && name == "_rebuild_from_type_v2") {
+      value.kind = Value::Kind::kRebuildFromType;
+      rebuild_from_type_pending_ = true;
+    } else if (module == "torch._utils" && name == "_rebuild_sparse_tensor") {
+      value.kind = Value::Kind::kUnchecked;
+    } else if (module == "torch") {
       const auto& sizes = storage_element_sizes();
       if (const auto it = sizes.find(std::string(name)); it != sizes.end()) {
         value.kind = Value::Kind::kStorageType;
@@ -191,7 +222,7 @@ class PickleWalk {
   void persistent_load() {
     const Value reference = stack_.empty() ? other() : std::move(stack_.back());
     pop(1);
-    const auto& items = reference.items;
+    const Value& items = reference;
     const bool well_formed = reference.kind == Value::Kind::kTuple && items.size() == kStorageReferenceSize &&
                              items[0].kind == Value::Kind::kString && items[0].text == "storage" &&
                              items[1].kind == Value::Kind::kStorageType && items[2].kind == Value::Kind::kString &&
@@ -211,7 +242,82 @@ class PickleWalk {
              record, "' holds ", *size, " bytes");
       }
     }
-    push(other());  // the tensor
+    Value storage;
+    storage.kind = Value::Kind::kStorage;
+    storage.number = numel;
+    push(std::move(storage));
+  }
+
+  // _rebuild_tensor_v2(storage, offset, sizes, strides, ...): the view must
+  // lie within the storage (LibTorch sets it without a check).
+  void check_view(const Value& args) {
+    const auto is_int_tuple = [](const Value& v) {
+      if (v.kind != Value::Kind::kTuple) return false;
+      for (size_t i = 0; i < v.size(); ++i) {
+        if (v[i].kind != Value::Kind::kInt) return false;
+      }
+      return true;
+    };
+    if (args.kind != Value::Kind::kTuple || args.size() < 4 || args[0].kind != Value::Kind::kStorage ||
+        args[1].kind != Value::Kind::kInt || !is_int_tuple(args[2]) || !is_int_tuple(args[3]) ||
+        args[2].size() != args[3].size()) {
+      fail("a tensor whose storage, offset, sizes or strides this check cannot read");
+    }
+    const int64_t storage_elements = args[0].number;
+    const int64_t offset = args[1].number;
+    const Value& sizes = args[2];
+    const Value& strides = args[3];
+    if (offset < 0) fail("a tensor with storage offset ", offset);
+    for (size_t d = 0; d < sizes.size(); ++d) {
+      if (sizes[d].number < 0 || strides[d].number < 0) {
+        fail("a tensor with size ", sizes[d].number, " and stride ", strides[d].number, " in dimension ", d);
+      }
+      if (sizes[d].number == 0) return;  // no element: nothing is read
+    }
+    // The last element the view reaches must be inside the storage; each
+    // term is checked against the room left, so nothing from the file can
+    // overflow the sum.
+    const auto past = [&] {
+      fail("a tensor view (offset ", offset, ", sizes ", ints(sizes), ", strides ", ints(strides),
+           ") reaches past the ", storage_elements, " elements of its storage");
+    };
+    const auto limit = static_cast<uint64_t>(storage_elements);
+    auto last = static_cast<uint64_t>(offset);
+    if (last >= limit) past();
+    for (size_t d = 0; d < sizes.size(); ++d) {
+      const auto span = static_cast<uint64_t>(sizes[d].number - 1);
+      const auto stride = static_cast<uint64_t>(strides[d].number);
+      if (span == 0 || stride == 0) continue;
+      if (stride > (limit - 1 - last) / span) past();
+      last += span * stride;
+    }
+  }
+
+  static std::string ints(const Value& tuple) {
+    std::string text = "(";
+    for (size_t i = 0; i < tuple.size(); ++i) text += (i ? ", " : "") + std::to_string(tuple[i].number);
+    return text + ")";
+  }
+
+  // REDUCE or BUILD: `function` called on `args` (LibTorch treats both alike).
+  void call(const Value& function, const Value& args) {
+    switch (function.kind) {
+      case Value::Kind::kRebuild:
+        check_view(args);
+        return;
+      case Value::Kind::kRebuildFromType:
+        // (rebuild, type, rebuild's arguments, state): LibTorch calls the
+        // rebuild that followed it (checked in global()) on the third.
+        if (args.kind != Value::Kind::kTuple || args.size() < 3) {
+          fail("a _rebuild_from_type_v2 call this check cannot read");
+        }
+        check_view(args[2]);
+        return;
+      case Value::Kind::kUnchecked:
+        fail("a sparse tensor (this check does not verify sparse indices against their sizes)");
+      default:
+        return;
+    }
   }
 
   // One opcode; false where LibTorch stops reading (STOP, or an error of its own).
@@ -352,6 +458,7 @@ class PickleWalk {
         if (stack_.size() >= 2 && stack_[stack_.size() - 2].kind == K::kDict) {
           pop(1);  // state applied to a dict: LibTorch drops it
         } else {
+          if (stack_.size() >= 2) call(stack_[stack_.size() - 2], stack_.back());
           pop(2);
           push(other());
         }
@@ -374,6 +481,7 @@ class PickleWalk {
   std::vector<Value> stack_;
   std::vector<size_t> marks_;
   std::vector<Value> memo_;
+  bool rebuild_from_type_pending_ = false;
 };
 
 bool ends_with(const std::string& text, std::string_view suffix) {

@@ -21,6 +21,7 @@
 
 namespace {
 
+using namespace std::string_literals;
 using tram::test::Problem;
 
 bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
@@ -73,6 +74,50 @@ std::string unicode(const std::string& text) { return "X" + le(text.size(), 4) +
 std::string storage_pickle(uint32_t numel) {
   return std::string("\x80\x02", 2) + "(" + unicode("storage") + "ctorch\nFloatStorage\n" + unicode("0") +
          unicode("cpu") + "J" + le(numel, 4) + "tQ.";
+}
+
+// A pickle of one tensor: _rebuild_tensor_v2(storage of 4 floats, offset, sizes, strides, False, None).
+std::string view_pickle(uint32_t offset, const std::vector<uint32_t>& sizes, const std::vector<uint32_t>& strides) {
+  std::string ints_sizes = "(", ints_strides = "(";
+  for (auto v : sizes) ints_sizes += "J" + le(v, 4);
+  for (auto v : strides) ints_strides += "J" + le(v, 4);
+  const std::string storage = storage_pickle(4).substr(2);  // without PROTO
+  return std::string("\x80\x02", 2) + "ctorch._utils\n_rebuild_tensor_v2\n" + "(" +
+         storage.substr(0, storage.size() - 1) /* without STOP */ + "J" + le(offset, 4) + ints_sizes + "t" +
+         ints_strides + "t" + "\x89" + "N" + "tR.";
+}
+
+std::string view_error(uint32_t offset, const std::vector<uint32_t>& sizes, const std::vector<uint32_t>& strides) {
+  return check_error(archive_of({{"data.pkl", view_pickle(offset, sizes, strides)}, {"data/0", std::string(16, '\0')}}));
+}
+
+TEST(ArchiveCheck, TensorViewsWithinTheirStoragePass) {
+  EXPECT_EQ(view_error(0, {2, 2}, {2, 1}), "");  // the whole storage
+  EXPECT_EQ(view_error(3, {1}, {1}), "");        // its last element
+  EXPECT_EQ(view_error(0, {2, 2}, {0, 1}), "");  // a broadcast view
+  EXPECT_EQ(view_error(9, {0, 5}, {1, 1}), "");  // no element: nothing is read
+  EXPECT_EQ(view_error(1, {3}, {1}), "");        // the last three elements
+}
+
+TEST(ArchiveCheck, TensorViewReachingPastItsStorageIsRejected) {
+  const auto error = view_error(0, {2, 2}, {3, 1});
+  EXPECT_TRUE(contains(error, "test.pt, data.pkl: a tensor view (offset 0, sizes (2, 2), strides (3, 1)) reaches "
+                              "past the 4 elements of its storage"))
+      << error;
+  EXPECT_NE(view_error(1, {2, 2}, {2, 1}), "");
+  EXPECT_NE(view_error(4, {1}, {1}), "");
+  // Sizes and strides whose products overflow 64 bits are rejected, not wrapped around.
+  EXPECT_NE(view_error(0, {0x7FFFFFFFu, 0x7FFFFFFFu, 3}, {0x7FFFFFFFu, 0x7FFFFFFFu, 0x7FFFFFFFu}), "");
+}
+
+TEST(ArchiveCheck, TensorRebuildsTheCheckCannotReadAreRejected) {
+  // The rebuild called on something that is not (storage, offset, sizes, strides, ...).
+  const std::string pickle = std::string("\x80\x02", 2) + "ctorch._utils\n_rebuild_tensor_v2\n" + "(K\x00tR."s;
+  const auto error = check_error(archive_of({{"data.pkl", pickle}}));
+  EXPECT_TRUE(contains(error, "a tensor whose storage, offset, sizes or strides this check cannot read")) << error;
+  // Sparse tensors: their indices are not checked against their sizes.
+  const std::string sparse = std::string("\x80\x02", 2) + "ctorch._utils\n_rebuild_sparse_tensor\n" + ")R.";
+  EXPECT_TRUE(contains(check_error(archive_of({{"data.pkl", sparse}})), "a sparse tensor"));
 }
 
 TEST(ArchiveCheck, PassesEveryCommittedFixtureAndAFreshCheckpoint) {
@@ -130,8 +175,12 @@ TEST(ArchiveCheck, MemoIndexBeyondTheEntriesWrittenIsRejected) {
   const auto error = check_error(archive_of({{"constants.pkl", pickle}}));
   EXPECT_TRUE(contains(error, "test.pt, constants.pkl: memo index 4026531840 skips past the 0 entries")) << error;
   // Entries numbered in order, and overwritten, pass.
-  const std::string ordered = std::string("\x80\x02", 2) + "Nq\x00Nq\x01Nq\x00h\x01." ;
-  EXPECT_EQ(check_error(archive_of({{"constants.pkl", std::string(ordered.data(), ordered.size())}})), "");
+  const std::string ordered = "\x80\x02Nq\x00Nq\x01Nq\x00h\x01."s;
+  ASSERT_EQ(ordered.size(), 14u);
+  EXPECT_EQ(check_error(archive_of({{"constants.pkl", ordered}})), "");
+  // ... and an index one past them is the first that is rejected.
+  EXPECT_TRUE(contains(check_error(archive_of({{"constants.pkl", "\x80\x02Nq\x00Nq\x02."s}})),
+                       "memo index 2 skips past the 1 entries"));
 }
 
 TEST(ArchiveCheck, UnterminatedGlobalNameIsRejected) {
