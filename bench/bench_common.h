@@ -238,8 +238,16 @@ class Table {
   void write_csv(const std::string& path) const {
     std::ofstream out(path);
     if (!out) throw std::runtime_error("cannot write " + path);
+    // RFC 4180: a cell holding a comma or a quote is quoted ("forward (op,
+    // mean)" is one cell), its quotes doubled.
+    auto cell = [](const std::string& text) {
+      if (text.find_first_of(",\"\n") == std::string::npos) return text;
+      std::string quoted = "\"";
+      for (char ch : text) quoted += ch == '"' ? std::string("\"\"") : std::string(1, ch);
+      return quoted + "\"";
+    };
     auto line = [&](const std::vector<std::string>& cells) {
-      for (size_t c = 0; c < cells.size(); ++c) out << (c ? "," : "") << cells[c];
+      for (size_t c = 0; c < cells.size(); ++c) out << (c ? "," : "") << cell(cells[c]);
       out << "\n";
     };
     line(columns_);
