@@ -1,5 +1,7 @@
 #include <tram/grad_scaler.h>
 
+#include "engine/host_reads.h"
+
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -43,7 +45,8 @@ bool GradScaler::unscale(const std::vector<torch::Tensor>& grads) const {
     at::_amp_foreach_non_finite_check_and_unscale_(group, flag, torch::full({1}, inverse, options));
     found = found.defined() ? found + flag.to(found.device()) : flag;
   }
-  return found.item<float>() > 0;
+  // The one read of unscaling: whether the base step runs is decided on the host.
+  return detail::read_scalar(found) > 0;
 }
 
 void GradScaler::update(bool found_inf) {

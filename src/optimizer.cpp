@@ -11,6 +11,7 @@
 #include "engine/parameter_sets.h"
 #include "engine/rule_state.h"
 #include "engine/step_passes.h"
+#include "engine/host_reads.h"
 
 #include <tram/ops.h>
 
@@ -58,6 +59,17 @@ std::vector<std::shared_ptr<const policy::ParameterSet>> parameter_sets_of(const
     for (auto& set : method.regularizer()->parameter_sets()) sets.push_back(std::move(set));
   }
   return sets;
+}
+
+// A loss for the report, in float64 and not aliasing the closure's tensor
+// (which the caller may change in place later).
+Tensor detached_copy(const Tensor& value) {
+  return value.detach().to(torch::kFloat64, /*non_blocking=*/false, /*copy=*/true);
+}
+// sum += value on value's device, in float64: the sum a host loop of
+// value.item<double>() would make, without reading each value.
+void accumulate(Tensor& sum, const Tensor& value) {
+  sum = sum.defined() ? sum + value.detach().to(torch::kFloat64) : detached_copy(value);
 }
 }  // namespace
 
@@ -217,7 +229,9 @@ void SharpnessAware::ascend(std::vector<double> radii, StepReport& report) {
   ops::AscentSpec spec;
   spec.scaling = direction.scaling();
   for (size_t i = 0; i < m.params.size(); ++i) spec.eta.push_back(direction.offset(*groups[m.group[i]]));
-  const double squared = ops::squared_norm(m.params, m.grads, spec).item<double>();
+  // The one read every ascent needs: its coefficient r / ||T g|| is a
+  // host-side argument of the perturbation.
+  const double squared = detail::read_scalar(ops::squared_norm(m.params, m.grads, spec));
   report.ascent_norm = std::sqrt(squared);
   if (!std::isfinite(squared)) {
     // A loss-scaled fp16 pass may overflow: no ascent, the step proceeds as a
@@ -270,7 +284,7 @@ Tensor SharpnessAware::step(LossClosure closure) {
     loss = closure();
   }
   StepReport report;
-  if (loss.defined() && loss.numel() == 1) report.loss = loss.detach().item<double>();
+  if (loss.defined() && loss.numel() == 1) report.loss = ReportValue::on_device(detached_copy(loss));
   report.passes = 1;
   if (method_.ascends_at(step_count_)) {
     if (!prepare_ascent_gradient()) {
@@ -285,8 +299,8 @@ Tensor SharpnessAware::step(LossClosure closure) {
       detail::drop_autocast_cache();
       const Tensor perturbed_loss = closure();
       if (perturbed_loss.defined() && perturbed_loss.numel() == 1) {
-        report.perturbed_loss = perturbed_loss.detach().item<double>();
-        report.sharpness = report.perturbed_loss - report.loss;
+        report.perturbed_loss = ReportValue::on_device(detached_copy(perturbed_loss));
+        report.sharpness = ReportValue::minus(report.perturbed_loss, report.loss);
       }
     }
     report.passes = 2;
@@ -417,19 +431,20 @@ std::vector<PassOutput> SharpnessAware::run_first_pass(detail::StepPasses& passe
   const int64_t k = micro_batches_;
   std::vector<PassOutput> first(k);
   zero_grad();
-  double loss_sum = 0, regularizer_sum = 0;
+  // Summed on the device: the report reads them only if asked.
+  Tensor loss_sum, regularizer_sum;
   for (int64_t i = 0; i < k; ++i) {
     first[i] = passes.run_first(ascending ? method_.first_pass_noise() : std::nullopt, i);
     auto [loss, r] = regularized(passes, first[i], i, /*perturbed=*/false);
     passes.backward(loss, scaler_.get());
-    loss_sum += first[i].loss.detach().item<double>();
-    if (r.defined()) regularizer_sum += r.detach().item<double>();
+    accumulate(loss_sum, first[i].loss);
+    if (r.defined()) accumulate(regularizer_sum, r);
     first[i].loss = Tensor();
     if (first[i].logits.defined()) first[i].logits = first[i].logits.detach();
     if (first[i].row_losses.defined()) first[i].row_losses = first[i].row_losses.detach();
   }
-  report.loss = loss_sum / static_cast<double>(k);
-  report.regularizer = regularizer_sum / static_cast<double>(k);
+  report.loss = ReportValue::on_device(loss_sum / static_cast<double>(k));
+  if (regularizer_sum.defined()) report.regularizer = ReportValue::on_device(regularizer_sum / static_cast<double>(k));
   return first;
 }
 
@@ -496,14 +511,14 @@ void SharpnessAware::warn_without_row_losses() {
 // 4. Pass 2 at w + e on clean inputs, accumulating the descent gradient.
 void SharpnessAware::run_second_pass(detail::StepPasses& passes, StepReport& report) {
   zero_grad();
-  double loss_sum = 0;
+  Tensor loss_sum;
   for (int64_t i = 0; i < micro_batches_; ++i) {
     const PassOutput second = passes.run(PassKind::kPerturbed, {}, i);
     passes.backward(regularized(passes, second, i, /*perturbed=*/true).first, scaler_.get());
-    loss_sum += second.loss.detach().item<double>();
+    accumulate(loss_sum, second.loss);
   }
-  report.perturbed_loss = loss_sum / static_cast<double>(micro_batches_);
-  report.sharpness = report.perturbed_loss - report.loss;
+  report.perturbed_loss = ReportValue::on_device(loss_sum / static_cast<double>(micro_batches_));
+  report.sharpness = ReportValue::minus(report.perturbed_loss, report.loss);
 }
 
 std::pair<Tensor, Tensor> SharpnessAware::regularized(detail::StepPasses& passes, const PassOutput& out,

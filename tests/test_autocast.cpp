@@ -123,7 +123,7 @@ TEST(Autocast, EveryMethodTrainsUnderCpuBf16Autocast) {
             << "step " << step << ": " << report.regularizer;
         ASSERT_TRUE(all_fp32_and_finite(task.net->parameters())) << "step " << step;
         max_distance = std::max(max_distance, report.distance);
-        max_regularizer = std::max(max_regularizer, report.regularizer);
+        max_regularizer = std::max(max_regularizer, report.regularizer.value());
       }
     }
     // Autocast was active: the linear layers ran in bf16 on every pass.

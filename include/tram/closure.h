@@ -8,6 +8,7 @@
 #include <torch/types.h>
 
 #include <functional>
+#include <memory>
 #include <optional>
 
 namespace tram {
@@ -86,17 +87,41 @@ struct PassOutput {
 
 using ForwardClosure = std::function<PassOutput(const Pass&)>;
 
+// A number of a StepReport that the step itself did not need on the host: it
+// stays on the device as a scalar tensor until it is first used as a double,
+// then it is read once (one tram::host_reads(), a synchronisation on a GPU)
+// and kept; copies of the report share the read. A step whose report is
+// not read copies none of these values to the host.
+class ReportValue {
+ public:
+  ReportValue(double value = 0.0) : value_(value) {}  // NOLINT: a plain number converts
+  // A scalar tensor, read when first used.
+  static ReportValue on_device(torch::Tensor scalar);
+  // a - b: on the device while both are, else on the host.
+  static ReportValue minus(const ReportValue& a, const ReportValue& b);
+
+  double value() const;
+  operator double() const { return value(); }  // NOLINT: used as the number it is
+  // Whether the value is still on the device (not read yet).
+  bool pending() const;
+
+ private:
+  struct Pending;
+  std::shared_ptr<Pending> pending_;
+  double value_;
+};
+
 // What one step did; also kept as SharpnessAware::last_step().
 struct StepReport {
-  double loss = 0.0;              // task loss of pass 1
-  double regularizer = 0.0;       // R of pass 1 (0 without a regularizer)
+  ReportValue loss;               // task loss of pass 1
+  ReportValue regularizer;        // R of pass 1 (0 without a regularizer)
   double distance = 0.0;          // trust-region distance d (0 without one)
   double ascent_norm = 0.0;       // ||T g|| (or sqrt(sum g^2/f) for Fisher)
-  double perturbation_norm = 0.0; // ||e||, the length of the perturbation applied (0 without ascent)
+  ReportValue perturbation_norm;  // ||e||, the length of the perturbation applied (0 without ascent)
   // The task loss of pass 2 at w + e (0 without ascent), and GSAM's surrogate
   // gap sharpness = perturbed_loss - loss (docs/ALGORITHMS.md §1).
-  double perturbed_loss = 0.0;
-  double sharpness = 0.0;
+  ReportValue perturbed_loss;
+  ReportValue sharpness;
   std::vector<double> radius;     // ascent radius of each group
   bool ascent_skipped = false;    // non-finite gradient norm: no ascent this step
   bool step_skipped = false;      // loss scaling found inf/NaN: no base step this step

@@ -112,8 +112,10 @@ class DistanceSum {
   // One micro-batch's logits (mask: valid rows, optional).
   virtual void add(const torch::Tensor& target_logits, const torch::Tensor& current_logits,
                    const torch::Tensor& mask) = 0;
-  // The accumulated totals as a 1-D float64 CPU tensor; data-parallel ranks
-  // sum it element-wise and hand the sum back with set_totals().
+  // The accumulated totals as a 1-D float64 tensor (on the logits' device:
+  // a sum keeps what it accumulates there, and value() reads it once);
+  // data-parallel ranks sum it element-wise and hand the sum back with
+  // set_totals().
   virtual torch::Tensor totals() const = 0;
   virtual void set_totals(const torch::Tensor& totals) = 0;
   virtual double value() const = 0;

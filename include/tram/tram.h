@@ -9,6 +9,7 @@
 #include <tram/eval_mode.h>
 #include <tram/factory.h>
 #include <tram/grad_scaler.h>
+#include <tram/host_reads.h>
 #include <tram/method.h>
 #include <tram/methods.h>
 #include <tram/ops.h>

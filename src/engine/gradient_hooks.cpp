@@ -4,12 +4,12 @@
 #include <tram/optimizer.h>
 
 #include "collectives.h"
+#include "engine/host_reads.h"
 #include "engine/managed.h"
 #include "engine/parameter_sets.h"
 #include "engine/rule_state.h"
 
 #include <torch/autograd.h>
-#include <torch/nn/utils/clip_grad.h>
 
 #include <torch/csrc/distributed/c10d/Backend.hpp>
 
@@ -18,6 +18,24 @@
 namespace tram {
 
 using torch::Tensor;
+
+namespace {
+// torch::nn::utils::clip_grad_norm_ (2-norm) without its final read of the
+// total norm to the host, which tram does not report: the same operations,
+// so the same gradients bit for bit, and no synchronisation.
+void clip_gradient_norm(const std::vector<Tensor>& params, double max_norm) {
+  std::vector<Tensor> norms;
+  for (const auto& p : params) {
+    if (p.grad().defined()) norms.push_back(p.grad().data().norm(2.0));
+  }
+  if (norms.empty()) return;
+  const Tensor total = norms.size() == 1 ? norms[0] : torch::stack(norms).norm(2.0);
+  const Tensor coef = torch::clamp(max_norm / (total + 1e-6), std::nullopt, 1.0);
+  for (const auto& p : params) {
+    if (p.grad().defined()) p.grad().data().mul_(coef);
+  }
+}
+}  // namespace
 
 // ---------------------------------------------------------------------------
 
@@ -56,7 +74,7 @@ bool SharpnessAware::prepare_ascent_gradient() {
     const auto device = grads.empty() ? torch::Device(torch::kCPU) : grads[0].device();
     Tensor flag = torch::tensor({found_inf ? 1.0 : 0.0}, torch::TensorOptions(torch::kFloat64).device(device));
     detail::all_reduce_sum(*process_group_, method_.name(), "inf/NaN all-reduce", flag);
-    found_inf = flag.item<double>() > 0;
+    found_inf = detail::read_scalar(flag) > 0;
   }
   return !found_inf;
 }
@@ -83,7 +101,7 @@ bool SharpnessAware::prepare_descent_gradient() {
   }
   if (max_grad_norm_) {
     torch::NoGradGuard no_grad;
-    torch::nn::utils::clip_grad_norm_(managed_parameters(true).params, *max_grad_norm_);
+    clip_gradient_norm(managed_parameters(true).params, *max_grad_norm_);
   }
   return true;
 }

@@ -61,17 +61,17 @@ void ParameterSets::evaluate_at(size_t index, const std::vector<Tensor>& params,
 }
 
 namespace {
-// ||w + e - w|| over all tensors, accumulated in fp64.
-double applied_norm(const std::vector<Tensor>& perturbed, const std::vector<Tensor>& sources) {
+// ||w + e - w|| over all tensors, accumulated in fp64, left on the device
+// (the report reads it only if asked).
+ReportValue applied_norm(const std::vector<Tensor>& perturbed, const std::vector<Tensor>& sources) {
   if (perturbed.empty()) return 0.0;
-  const auto norms = torch::_foreach_norm(torch::_foreach_sub(perturbed, sources));
-  double squared = 0.0;
-  for (const auto& n : norms) squared += std::pow(n.item<double>(), 2);
-  return std::sqrt(squared);
+  std::vector<Tensor> norms = torch::_foreach_norm(torch::_foreach_sub(perturbed, sources));
+  for (auto& n : norms) n = n.to(perturbed[0].device(), torch::kFloat64);
+  return ReportValue::on_device(torch::stack(norms).square().sum().sqrt());
 }
 }  // namespace
 
-double ParameterSets::perturb(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+ReportValue ParameterSets::perturb(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
                               const std::vector<size_t>& index, size_t total, const ops::AscentSpec& spec) {
   torch::NoGradGuard no_grad;
   if (anchor_active_) {

@@ -39,7 +39,7 @@ class ParameterSets {
   // among the `total` managed parameters), keeping the exact copy of w: from
   // the anchor when one exists, else into the reused backup buffer. Returns
   // ||e||, measured as applied (w + e minus the exact copy of w).
-  double perturb(const std::vector<torch::Tensor>& params, const std::vector<torch::Tensor>& grads,
+  ReportValue perturb(const std::vector<torch::Tensor>& params, const std::vector<torch::Tensor>& grads,
                const std::vector<size_t>& index, size_t total, const ops::AscentSpec& spec);
 
   // Puts w back if it is perturbed or holds another set (idempotent).

@@ -4,6 +4,8 @@
 // ranks) and reduced once, so the result is exactly that of the whole batch.
 #include <tram/policies.h>
 
+#include "engine/host_reads.h"
+
 namespace tram::policy {
 namespace {
 class KLSum final : public DistanceSum {
@@ -14,36 +16,49 @@ class KLSum final : public DistanceSum {
            const torch::Tensor& mask) override {
     const torch::Tensor rows =
         ops::trust_region_divergence(target_logits, current_logits, divergence_, ops::Reduction::kNone, mask);
-    sum_ += rows.sum().item<double>();
-    valid_rows_ += mask.defined() ? mask.ne(0).sum().item<double>() : static_cast<double>(rows.numel());
+    const auto f64 = rows.options().dtype(torch::kFloat64);
+    // The divergence sum and the valid rows stay on the device; value() reads them once.
+    const torch::Tensor valid = mask.defined() ? mask.ne(0).sum().to(torch::kFloat64)
+                                               : torch::full({}, static_cast<double>(rows.numel()), f64);
+    const torch::Tensor both = torch::stack({rows.sum().to(torch::kFloat64), valid});
+    sums_ = sums_.defined() ? sums_ + both : both;
     numel_ += static_cast<double>(current_logits.numel());
     leading_ += current_logits.dim() > 1 ? static_cast<double>(current_logits.size(0)) : 1.0;
   }
 
+  // [divergence sum, valid rows, logit elements, leading size].
   torch::Tensor totals() const override {
-    return torch::tensor({sum_, valid_rows_, numel_, leading_}, torch::TensorOptions(torch::kFloat64));
+    const torch::Tensor sums = sums_.defined() ? sums_ : torch::zeros({2}, torch::kFloat64);
+    return torch::cat({sums, torch::tensor({numel_, leading_}, torch::kFloat64).to(sums.device())});
   }
-
-  void set_totals(const torch::Tensor& totals) override {
-    const auto values = totals.cpu();
-    sum_ = values[0].item<double>();
-    valid_rows_ = values[1].item<double>();
-    numel_ = values[2].item<double>();
-    leading_ = values[3].item<double>();
-  }
+  void set_totals(const torch::Tensor& totals) override { reduced_ = totals; }
 
   double value() const override {
+    double sum = 0, valid_rows = 0, numel = numel_, leading = leading_;
+    if (reduced_.defined()) {
+      const auto values = detail::to_host(reduced_).to(torch::kFloat64);
+      sum = values[0].item<double>();
+      valid_rows = values[1].item<double>();
+      numel = values[2].item<double>();
+      leading = values[3].item<double>();
+    } else if (sums_.defined()) {
+      const auto values = detail::to_host(sums_);
+      sum = values[0].item<double>();
+      valid_rows = values[1].item<double>();
+    }
     switch (reduction_) {
-      case ops::Reduction::kSum: return sum_;
-      case ops::Reduction::kLegacy: return numel_ > 0 ? sum_ / numel_ / leading_ : 0.0;
-      default: return valid_rows_ > 0 ? sum_ / valid_rows_ : 0.0;
+      case ops::Reduction::kSum: return sum;
+      case ops::Reduction::kLegacy: return numel > 0 ? sum / numel / leading : 0.0;
+      default: return valid_rows > 0 ? sum / valid_rows : 0.0;
     }
   }
 
  private:
   ops::Divergence divergence_;
   ops::Reduction reduction_;
-  double sum_ = 0, valid_rows_ = 0, numel_ = 0, leading_ = 0;
+  torch::Tensor sums_;     // [divergence sum, valid rows] on the logits' device
+  torch::Tensor reduced_;  // totals() summed over ranks, when set
+  double numel_ = 0, leading_ = 0;
 };
 
 class KLDistance final : public Distance {

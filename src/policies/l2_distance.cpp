@@ -4,6 +4,7 @@
 // and ranks: row norms and counts are summed, the mean taken once.
 #include <tram/policies.h>
 
+#include "engine/host_reads.h"
 #include "policies/distance_rows.h"
 
 namespace tram::policy {
@@ -18,30 +19,40 @@ class L2Sum final : public DistanceSum {
                 target_logits.sizes(), " and current logits of shape ", current_logits.sizes(), " differ");
     const auto dtype = distance_dtype(target_logits, current_logits);
     const torch::Tensor difference = valid_rows(current_logits, mask, dtype) - valid_rows(target_logits, mask, dtype);
-    sum_ += difference.norm(2, {1}).sum().item<double>();
+    // The norm sum stays on the device; value() reads it once.
+    const torch::Tensor norms = difference.norm(2, {1}).sum().to(torch::kFloat64);
+    sum_ = sum_.defined() ? sum_ + norms : norms;
     rows_ += static_cast<double>(difference.size(0));
     leading_ += leading_size(current_logits);
   }
 
+  // [norm sum, rows, leading size].
   torch::Tensor totals() const override {
-    return torch::tensor({sum_, rows_, leading_}, torch::TensorOptions(torch::kFloat64));
+    const torch::Tensor sum = sum_.defined() ? sum_.reshape({1}) : torch::zeros({1}, torch::kFloat64);
+    return torch::cat({sum, torch::tensor({rows_, leading_}, torch::kFloat64).to(sum.device())});
   }
-  void set_totals(const torch::Tensor& totals) override {
-    const auto values = totals.cpu();
-    sum_ = values[0].item<double>();
-    rows_ = values[1].item<double>();
-    leading_ = values[2].item<double>();
-  }
+  void set_totals(const torch::Tensor& totals) override { reduced_ = totals; }
 
   double value() const override {
-    if (reduction_ == ops::Reduction::kSum) return sum_;
-    const double mean = rows_ > 0 ? sum_ / rows_ : 0.0;
-    return reduction_ == ops::Reduction::kLegacy && leading_ > 0 ? mean / leading_ : mean;
+    double sum = 0, rows = rows_, leading = leading_;
+    if (reduced_.defined()) {
+      const auto values = detail::to_host(reduced_).to(torch::kFloat64);
+      sum = values[0].item<double>();
+      rows = values[1].item<double>();
+      leading = values[2].item<double>();
+    } else if (sum_.defined()) {
+      sum = detail::read_scalar(sum_);
+    }
+    if (reduction_ == ops::Reduction::kSum) return sum;
+    const double mean = rows > 0 ? sum / rows : 0.0;
+    return reduction_ == ops::Reduction::kLegacy && leading > 0 ? mean / leading : mean;
   }
 
  private:
   ops::Reduction reduction_;
-  double sum_ = 0, rows_ = 0, leading_ = 0;
+  torch::Tensor sum_;      // on the logits' device
+  torch::Tensor reduced_;  // totals() summed over ranks, when set
+  double rows_ = 0, leading_ = 0;
 };
 
 class L2Distance final : public Distance {

@@ -7,6 +7,7 @@
 // and the estimate is computed once, from n x n kernel matrices: O(n^2 C).
 #include <tram/policies.h>
 
+#include "engine/host_reads.h"
 #include "policies/distance_rows.h"
 
 #include <array>
@@ -66,10 +67,10 @@ class MMDSum final : public DistanceSum {
   double value() const override {
     if (rows_ == 0) return 0.0;
     const torch::Tensor x = torch::cat(targets_), y = torch::cat(currents_);
-    const double mmd = (kernel_sum(squared_distances(x, x), kernel_).mean() +
-                        kernel_sum(squared_distances(y, y), kernel_).mean() -
-                        2 * kernel_sum(squared_distances(x, y), kernel_).mean())
-                           .item<double>();
+    const torch::Tensor estimate = kernel_sum(squared_distances(x, x), kernel_).mean() +
+                                   kernel_sum(squared_distances(y, y), kernel_).mean() -
+                                   2 * kernel_sum(squared_distances(x, y), kernel_).mean();
+    const double mmd = detail::read_scalar(estimate);
     return reduction_ == ops::Reduction::kLegacy ? mmd / leading_ : mmd;
   }
 
