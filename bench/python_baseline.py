@@ -144,20 +144,11 @@ def make_step(method, model, ids, labels, mask, base_args):
             base.step()
         return step
 
-    if method in ("sam", "asam"):
-        sam = SharpnessAware(params, base, rho=0.05 if method == "sam" else 0.5, adaptive=method == "asam")
-
-        def step():
-            base.zero_grad(set_to_none=True)
-            loss_of(model(ids)).backward()
-            sam.first_step()
-            base.zero_grad(set_to_none=True)
-            loss_of(model(ids)).backward()
-            sam.second_step()
-        return step
-
-    if method == "fsam":
-        sam = SharpnessAware(params, base, rho=0.1, adaptive=False, fisher_eta=0.1)
+    if method in ("sam", "asam", "fsam"):
+        if method == "fsam":
+            sam = SharpnessAware(params, base, rho=0.1, adaptive=False, fisher_eta=0.1)
+        else:
+            sam = SharpnessAware(params, base, rho=0.05 if method == "sam" else 0.5, adaptive=method == "asam")
 
         def step():
             base.zero_grad(set_to_none=True)
