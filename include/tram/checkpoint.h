@@ -2,12 +2,13 @@
 //
 // LibTorch's archive reader (torch::load, InputArchive::load_from) trusts
 // the pickle inside the zip: a string length or memo index from the file is
-// allocated before the data behind it is checked, and a tensor's storage
-// takes its size from the pickle, not from the record that holds its bytes,
-// so a crafted file makes later reads run past a heap buffer. check_archive
-// walks the archive first, without building anything, and rejects what would
-// make LibTorch allocate or read more than the archive holds (see
-// docs/FUZZING.md, "The archive check").
+// allocated before the data behind it is checked, a tensor's storage takes
+// its size from the pickle, not from the record that holds its bytes, and a
+// tensor's offset, sizes and strides are set on its storage unchecked, so a
+// crafted file makes later reads run past a heap buffer. check_archive walks
+// the archive first, without building anything, and rejects what would make
+// LibTorch allocate or read more than the archive holds (docs/FUZZING.md,
+// "Fixed since: the archive check").
 //
 //   tram::load_checkpoint(*optimizer, "optimizer.pt");  // instead of torch::load(*optimizer, path)
 //
@@ -23,9 +24,11 @@ namespace tram {
 class SharpnessAware;
 
 // Throws c10::Error naming `path` and what is wrong if the LibTorch archive
-// there has a record larger than the file, a pickle whose string or byte
-// length runs past its end, a memo index beyond the entries written before
-// it, or a tensor storage that claims more bytes than its record holds.
+// there has a record larger than the file could hold, a pickle whose string
+// or byte length runs past its end, a memo index beyond the entries written
+// before it, a tensor storage that claims more bytes than its record holds,
+// or a tensor view that reaches past its storage (sparse tensors, whose
+// indices it cannot check, are rejected too).
 // Passing it says nothing about the archive's content (LibTorch and the
 // reader of the entries check that).
 void check_archive(const std::string& path);
