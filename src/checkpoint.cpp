@@ -2,7 +2,7 @@
 // archive's pickles that builds nothing and rejects what would make LibTorch
 // allocate or read more than the archive holds.
 //
-// LibTorch's unpickler (LibTorch 2.11) takes three things from the file on
+// LibTorch's unpickler (LibTorch 2.11) takes four things from the file on
 // trust, each found by fuzzing tram's readers (docs/FUZZING.md):
 //  - a string's length (BINUNICODE, BINUNICODE8): it allocates that many
 //    bytes before it reads them, up to 4 GiB or more from a few bytes;
@@ -11,7 +11,7 @@
 //  - a storage reference's element count (BINPERSID's tuple): the storage's
 //    size is count x element size, but its bytes are the record's, so a
 //    count beyond the record makes every later read of the tensor run past
-//    the record's buffer.
+//    the record's buffer;
 //  - a tensor's storage offset, sizes and strides (_rebuild_tensor_v2's
 //    arguments): it sets them on the storage unchecked, so a view that
 //    reaches past its storage reads past the buffer as soon as it is used.
