@@ -34,18 +34,10 @@ class KLSum final : public DistanceSum {
   void set_totals(const torch::Tensor& totals) override { reduced_ = totals; }
 
   double value() const override {
-    double sum = 0, valid_rows = 0, numel = numel_, leading = leading_;
-    if (reduced_.defined()) {
-      const auto values = detail::to_host(reduced_).to(torch::kFloat64);
-      sum = values[0].item<double>();
-      valid_rows = values[1].item<double>();
-      numel = values[2].item<double>();
-      leading = values[3].item<double>();
-    } else if (sums_.defined()) {
-      const auto values = detail::to_host(sums_);
-      sum = values[0].item<double>();
-      valid_rows = values[1].item<double>();
-    }
+    // One read: the ranks' sum when there is one, else this rank's totals.
+    const auto values = detail::to_host(reduced_.defined() ? reduced_ : totals()).to(torch::kFloat64);
+    const double sum = values[0].item<double>(), valid_rows = values[1].item<double>();
+    const double numel = values[2].item<double>(), leading = values[3].item<double>();
     switch (reduction_) {
       case ops::Reduction::kSum: return sum;
       case ops::Reduction::kLegacy: return numel > 0 ? sum / numel / leading : 0.0;

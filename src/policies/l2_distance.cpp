@@ -34,15 +34,9 @@ class L2Sum final : public DistanceSum {
   void set_totals(const torch::Tensor& totals) override { reduced_ = totals; }
 
   double value() const override {
-    double sum = 0, rows = rows_, leading = leading_;
-    if (reduced_.defined()) {
-      const auto values = detail::to_host(reduced_).to(torch::kFloat64);
-      sum = values[0].item<double>();
-      rows = values[1].item<double>();
-      leading = values[2].item<double>();
-    } else if (sum_.defined()) {
-      sum = detail::read_scalar(sum_);
-    }
+    // One read: the ranks' sum when there is one, else this rank's totals.
+    const auto values = detail::to_host(reduced_.defined() ? reduced_ : totals()).to(torch::kFloat64);
+    const double sum = values[0].item<double>(), rows = values[1].item<double>(), leading = values[2].item<double>();
     if (reduction_ == ops::Reduction::kSum) return sum;
     const double mean = rows > 0 ? sum / rows : 0.0;
     return reduction_ == ops::Reduction::kLegacy && leading > 0 ? mean / leading : mean;
