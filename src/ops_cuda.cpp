@@ -4,16 +4,15 @@
 #include "ops_cuda.h"
 
 #include "cuda/kernels.h"
+#include "multi_tensor_launches.h"
 
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/torch.h>
 
-#include <cstring>
-#include <map>
+#include <initializer_list>
 #include <optional>
-#include <vector>
 
 namespace tram::ops::cuda_impl {
 namespace {
@@ -85,72 +84,18 @@ bool same_element_order(const Tensor& t, const Tensor& reference) {
   return (t.is_contiguous() && reference.is_contiguous()) || t.strides() == reference.strides();
 }
 
-// The launch of one group of tensors: their entries, in device memory.
-struct GroupLaunch {
-  Tensor device_entries;  // keeps the metadata alive until the launch is enqueued
-  kernels::TensorListLaunch launch;
-};
-
-// Copies the entries to the device on the current stream, through pinned
-// memory so that the copy does not block the host. The caching host
-// allocator records the copy and does not hand the pinned block out again
-// before the copy has run.
-Tensor upload(const std::vector<kernels::TensorEntry>& entries, const torch::Device& device) {
-  const auto bytes = static_cast<int64_t>(entries.size() * sizeof(kernels::TensorEntry));
-  Tensor host = torch::empty({bytes}, torch::TensorOptions().dtype(torch::kByte).pinned_memory(true));
-  std::memcpy(host.data_ptr(), entries.data(), static_cast<size_t>(bytes));
-  return host.to(torch::TensorOptions().device(device), /*non_blocking=*/true);
-}
-
-// Tensor i of the group is lists[l][indices[i]] in list l. Tensors without
-// elements are left out: the kernels' chunk search relies on every entry
-// owning a chunk.
-GroupLaunch plan_group(const std::vector<torch::TensorList>& lists,
-                       const std::vector<size_t>& indices, const AscentSpec* spec) {
-  TORCH_CHECK(lists.size() <= static_cast<size_t>(kernels::kMaxTensorLists),
-              "tram CUDA ops: at most ", kernels::kMaxTensorLists, " tensor lists per launch");
-  std::vector<kernels::TensorEntry> entries;
-  entries.reserve(indices.size());
-  int64_t chunks = 0;
-  for (size_t i : indices) {
-    const int64_t numel = lists[0][i].numel();
-    if (numel == 0) continue;
-    kernels::TensorEntry entry;
-    for (size_t l = 0; l < lists.size(); ++l) entry.data[l] = lists[l][i].data_ptr();
-    entry.numel = numel;
-    entry.first_chunk = chunks;
-    if (spec != nullptr) {
-      entry.eta = spec->eta.empty() ? 0.0 : spec->eta[i];
-      entry.coef = spec->coef.empty() ? 0.0 : spec->coef[i];
-    }
-    chunks += kernels::chunks_of(numel);
-    entries.push_back(entry);
-  }
-  GroupLaunch group;
-  if (entries.empty()) return group;
-  group.device_entries = upload(entries, lists[0][0].device());
-  group.launch.entries = static_cast<const kernels::TensorEntry*>(group.device_entries.data_ptr());
-  group.launch.num_tensors = static_cast<int>(entries.size());
-  group.launch.num_chunks = chunks;
-  return group;
-}
-
-// Runs `launch(key, group_launch, stream)` once per group of tensors with the
-// same key(lists[0][i]) (the dtype, or the element size of a bit copy), in
-// increasing key order so that results do not depend on the list order.
+// Runs `launch(key, plan, stream)` for each launch for_each_launch plans
+// (multi_tensor_launches.h) on the current stream of the lists' device.
 template <typename Key, typename Launch>
-void launch_grouped(const std::vector<torch::TensorList>& lists, const AscentSpec* spec, Key key,
+void launch_grouped(std::initializer_list<torch::TensorList> lists, const AscentSpec* spec, Key key,
                     Launch launch) {
-  const torch::Device device = lists[0][0].device();
+  const torch::Device device = lists.begin()->front().device();
   const c10::cuda::CUDAGuard guard(device);
   const cudaStream_t stream = current_stream(device);
-  std::map<int, std::vector<size_t>> groups;
-  for (size_t i = 0; i < lists[0].size(); ++i) groups[key(lists[0][i])].push_back(i);
-  for (const auto& [group_key, indices] : groups) {
-    const GroupLaunch group = plan_group(lists, indices, spec);
-    if (group.launch.num_chunks == 0) continue;
-    C10_CUDA_CHECK(launch(group_key, group.launch, stream));
-  }
+  C10_CUDA_CHECK(for_each_launch(lists, spec, key,
+                                 [&](int group_key, const kernels::TensorListLaunch& plan) {
+                                   return launch(group_key, plan, stream);
+                                 }));
 }
 
 int dtype_key(const Tensor& t) { return static_cast<int>(t.scalar_type()); }

@@ -96,12 +96,22 @@ struct TensorEntry {
   double coef = 0.0;        // radius / norm of the tensor's group
 };
 
-// `entries` lives in device memory, sorted by first_chunk.
+// Tensors per launch. A launch's entries travel by value, as the kernel's
+// argument (PyTorch's multi_tensor_apply does the same): the launch then
+// needs no memory for its metadata and no host-to-device copy, so it
+// allocates nothing and can be captured in a CUDA graph. 64 entries keep the
+// argument under the 4 KiB kernel-parameter limit of every CUDA version and
+// architecture; longer lists take one launch per 64 tensors (GPT-2 small's
+// 148 parameters: 3).
+constexpr int kMaxLaunchTensors = 64;
+
+// entries[0, num_tensors), sorted by first_chunk; the first starts at chunk 0.
 struct TensorListLaunch {
-  const TensorEntry* entries = nullptr;
+  TensorEntry entries[kMaxLaunchTensors];
   int num_tensors = 0;
   int64_t num_chunks = 0;
 };
+static_assert(sizeof(TensorListLaunch) <= 4096, "a launch must fit the 4 KiB kernel-parameter limit");
 
 // Mirrors tram::ops::Scaling.
 enum class AscentScaling : int {

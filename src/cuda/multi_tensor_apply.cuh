@@ -3,8 +3,9 @@
 //
 // Layout: each tensor is cut into chunks of kChunkElements elements; the grid
 // has one block per chunk, over all tensors, and a block finds its tensor by
-// a binary search over the entries' first chunks (the entries sit in device
-// memory, so a launch takes any number of tensors). One block per chunk lets
+// a binary search over the entries' first chunks (the entries are the
+// kernel's by-value argument, in the constant bank: a block's threads all
+// read the same entry, which the constant cache broadcasts). One block per chunk lets
 // the hardware scheduler balance tensors of very different sizes, from a
 // LayerNorm bias to a 38M-element embedding.
 //
@@ -74,7 +75,7 @@ __device__ __forceinline__ void apply_to_element(const Op& op, typename Op::Stat
 
 template <typename T, typename Op>
 __global__ void __launch_bounds__(kEngineThreads)
-    multi_tensor_kernel(TensorListLaunch launch, Op op) {
+    multi_tensor_kernel(const TensorListLaunch launch, Op op) {
   constexpr int kLists = Op::kLists;
   constexpr int kVec = Vector<T>::kSize;
   static_assert(kChunkElements % kVec == 0, "chunks of aligned tensors must start aligned");

@@ -13,6 +13,7 @@
 #ifdef TRAM_WITH_CUDA
 #include "../../src/cuda/kernels.h"
 #include "../../src/ops_cuda.h"
+#include "../allocation_counter.h"
 #endif
 
 #include <algorithm>
@@ -692,6 +693,32 @@ TEST(CudaMultiTensor, HugeListsOfSmallTensors) {
     expect_same_bits(lists.gpu_params, original);
   }
 }
+
+#ifdef TRAM_WITH_CUDA
+// The in-place kernels' dispatch allocates no host memory per call: the
+// launch metadata is the kernels' by-value argument (multi_tensor_launches.h).
+TEST(CudaMultiTensor, InPlaceOpCallsAllocateNoHostMemory) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  torch::manual_seed(209);
+  Lists lists = make_lists(many_small_tensor_specs(), torch::kFloat, Scaling::kAdaptive);
+  std::vector<Tensor> backups;
+  for (const Tensor& p : lists.gpu_params) backups.push_back(torch::empty_like(p));
+  ASSERT_TRUE(kernels_take({lists.gpu_params, lists.gpu_grads, backups}));
+  namespace cuda_ops = tram::ops::cuda_impl;
+  const auto calls = [&] {
+    cuda_ops::ascend_with_backup(lists.gpu_params, lists.gpu_grads, backups, lists.spec);
+    cuda_ops::ascend_from(lists.gpu_params, backups, lists.gpu_grads, lists.spec);
+    cuda_ops::swap(lists.gpu_params, backups);
+    cuda_ops::copy(lists.gpu_params, backups);
+  };
+  calls();  // the first calls may initialise streams and handles
+  const int64_t before = tram::testing::allocations_on_this_thread();
+  calls();
+  EXPECT_EQ(tram::testing::allocations_on_this_thread() - before, 0)
+      << "host allocations in four in-place op calls over 2000 tensors";
+  torch::cuda::synchronize();
+}
+#endif
 
 TEST(CudaMultiTensor, NonDenseTensorsTakeTheReferenceAndStayCorrect) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";

@@ -8,7 +8,7 @@
 //
 //   check_kernels quick   # about 4 minutes on 2 cores
 //   check_kernels full    # adds GPT-2-vocabulary rows, large logits, long lists
-#include "kernels.h"
+#include "multi_tensor_launches.h"  // src/: the planner src/ops_cuda.cpp uses
 
 #include <tram/ops.h>
 
@@ -131,32 +131,16 @@ void check_divergence(int64_t rows, int64_t classes, torch::ScalarType dtype, in
   }
 }
 
-// The launch src/ops_cuda.cpp builds: entries of the non-empty tensors.
-struct Launch {
-  std::vector<TensorEntry> entries;
-  TensorListLaunch launch;
-};
-
-Launch plan(const std::vector<std::vector<Tensor>>& lists, const tram::ops::AscentSpec* spec) {
-  Launch l;
-  int64_t chunks = 0;
-  for (size_t i = 0; i < lists[0].size(); ++i) {
-    if (lists[0][i].numel() == 0) continue;
-    TensorEntry entry;
-    for (size_t k = 0; k < lists.size(); ++k) entry.data[k] = lists[k][i].data_ptr();
-    entry.numel = lists[0][i].numel();
-    entry.first_chunk = chunks;
-    if (spec != nullptr) {
-      entry.eta = spec->eta.empty() ? 0.0 : spec->eta[i];
-      entry.coef = spec->coef.empty() ? 0.0 : spec->coef[i];
-    }
-    chunks += chunks_of(entry.numel);
-    l.entries.push_back(entry);
-  }
-  l.launch.entries = l.entries.data();
-  l.launch.num_tensors = static_cast<int>(l.entries.size());
-  l.launch.num_chunks = chunks;
-  return l;
+// Calls kernel(plan) for every launch src/ops_cuda.cpp makes of these lists,
+// with the same planner (lists of more than kMaxLaunchTensors tensors take
+// several launches).
+template <typename Kernel>
+void run_launches(std::initializer_list<torch::TensorList> lists, const tram::ops::AscentSpec* spec,
+                  Kernel kernel, const std::string& what) {
+  const auto dtype = [](const Tensor& t) { return static_cast<int>(t.scalar_type()); };
+  const cudaError_t error = tram::ops::cuda_impl::for_each_launch(
+      lists, spec, dtype, [&](int, const TensorListLaunch& plan) { return kernel(plan); });
+  expect(error == cudaSuccess, what + ": launch error");
 }
 
 // Contiguous, but one element into its storage: no 16-byte accesses.
@@ -196,13 +180,20 @@ void check_multi_tensor(torch::ScalarType dtype, Scaling scaling, const std::vec
     spec.coef.push_back((i % 2 ? -0.3 : 0.05) * static_cast<double>(1 + i % 5));
   }
   {
-    const Launch l = plan({w, g}, &spec);
-    std::vector<double> partials(std::max<int64_t>(l.launch.num_chunks, 1), NAN);
-    expect(squared_norm_partials(element_type(dtype), static_cast<AscentScaling>(scaling), l.launch,
-                                 partials.data(), nullptr) == cudaSuccess, what);
+    int64_t total_chunks = 0;
+    for (const Tensor& t : w) total_chunks += chunks_of(t.numel());
+    std::vector<double> partials(std::max<int64_t>(total_chunks, 1), NAN);
+    int64_t offset = 0;
+    run_launches({w, g}, &spec, [&](const TensorListLaunch& plan) {
+      const cudaError_t error = squared_norm_partials(element_type(dtype), static_cast<AscentScaling>(scaling),
+                                                      plan, partials.data() + offset, nullptr);
+      offset += plan.num_chunks;
+      return error;
+    }, what);
+    expect(offset == total_chunks, what + ": launches cover every chunk");
     const bool fp64 = dtype == torch::kDouble;
     const Tensor norm = torch::full({}, NAN, fp64 ? torch::kDouble : torch::kFloat);
-    expect(sum_partials(partials.data(), l.launch.num_chunks, fp64 ? ElementType::kDouble : ElementType::kFloat,
+    expect(sum_partials(partials.data(), offset, fp64 ? ElementType::kDouble : ElementType::kFloat,
                         norm.data_ptr(), nullptr) == cudaSuccess, what);
     expect_close(norm, tram::ops::squared_norm(w_reference, g_reference, spec), fp64 ? 1e-12 : 2e-5,
                  what + " squared norm");
@@ -210,9 +201,9 @@ void check_multi_tensor(torch::ScalarType dtype, Scaling scaling, const std::vec
   {
     const std::vector<Tensor> params = clones(w), backups = poisoned_like(w);
     const std::vector<Tensor> params_reference = clones(w_reference), backups_reference = poisoned_like(w_reference);
-    const Launch l = plan({params, g, backups}, &spec);
-    expect(ascend_with_backup(element_type(dtype), static_cast<AscentScaling>(scaling), l.launch, nullptr) ==
-               cudaSuccess, what);
+    run_launches({params, g, backups}, &spec, [&](const TensorListLaunch& plan) {
+      return ascend_with_backup(element_type(dtype), static_cast<AscentScaling>(scaling), plan, nullptr);
+    }, what);
     tram::ops::ascend_with_backup(params_reference, g_reference, backups_reference, spec);
     for (size_t i = 0; i < w.size(); ++i) {
       expect(torch::equal(backups[i], w_reference[i]), what + " backup " + std::to_string(i));
@@ -222,9 +213,9 @@ void check_multi_tensor(torch::ScalarType dtype, Scaling scaling, const std::vec
   }
   {
     const std::vector<Tensor> out = poisoned_like(w), out_reference = poisoned_like(w);
-    const Launch l = plan({out, w, g}, &spec);
-    expect(ascend_from(element_type(dtype), static_cast<AscentScaling>(scaling), l.launch, nullptr) == cudaSuccess,
-           what);
+    run_launches({out, w, g}, &spec, [&](const TensorListLaunch& plan) {
+      return ascend_from(element_type(dtype), static_cast<AscentScaling>(scaling), plan, nullptr);
+    }, what);
     tram::ops::ascend_from(out_reference, w_reference, g_reference, spec);
     for (size_t i = 0; i < w.size(); ++i) {
       expect(torch::equal(w[i], w_reference[i]), what + " ascend_from changed its source " + std::to_string(i));
@@ -233,13 +224,14 @@ void check_multi_tensor(torch::ScalarType dtype, Scaling scaling, const std::vec
   }
   {
     const std::vector<Tensor> a = clones(w), b = clones(g);
-    const Launch l = plan({a, b}, nullptr);
     const int element_size = static_cast<int>(w[0].element_size());
-    expect(swap(element_size, l.launch, nullptr) == cudaSuccess, what);
+    run_launches({a, b}, nullptr, [&](const TensorListLaunch& plan) { return swap(element_size, plan, nullptr); },
+                 what);
     for (size_t i = 0; i < w.size(); ++i) {
       expect(torch::equal(a[i], g_reference[i]) && torch::equal(b[i], w_reference[i]), what + " swap " + std::to_string(i));
     }
-    expect(copy(element_size, l.launch, nullptr) == cudaSuccess, what);
+    run_launches({a, b}, nullptr, [&](const TensorListLaunch& plan) { return copy(element_size, plan, nullptr); },
+                 what);
     for (size_t i = 0; i < w.size(); ++i) expect(torch::equal(a[i], w_reference[i]), what + " copy " + std::to_string(i));
   }
 }
@@ -266,6 +258,11 @@ int main(int argc, char** argv) {
       check_multi_tensor(dtype, scaling, shapes);
     }
   }
+  // More tensors than one launch takes (kMaxLaunchTensors): three launches,
+  // empty tensors among them.
+  std::vector<std::vector<int64_t>> long_list;
+  for (int i = 0; i < 2 * kMaxLaunchTensors + 5; ++i) long_list.push_back({i % 9 == 4 ? 0 : 1 + (i * 53) % 97});
+  check_multi_tensor(torch::kFloat, Scaling::kAdaptive, long_list);
   if (mode == "full") {
     check_divergence(2, 50257, torch::kFloat, 0, false);
     check_divergence(3, 50257, torch::kBFloat16, 1, true);
