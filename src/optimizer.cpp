@@ -3,7 +3,10 @@
 // parameter-sized buffers live in detail::ParameterSets, the passes of a
 // forward-closure step in detail::StepPasses, the gradient hooks (ranks, loss
 // scaling, clipping) in engine/gradient_hooks.cpp and the checkpoint format
-// in serialization.cpp.
+// in serialization.cpp. Each phase opens a profiler scope, RECORD_USER_SCOPE
+// "tram::<phase>", so that LibTorch's profiler (and tram-bench-step's phase
+// breakdown) shows where a step's time goes; with no profiler attached a
+// scope costs one check of a thread-local flag.
 #include <tram/optimizer.h>
 
 #include "collectives.h"
@@ -17,6 +20,7 @@
 
 #include <torch/autograd.h>
 
+#include <ATen/record_function.h>
 #include <c10/util/ScopeExit.h>
 #include <torch/csrc/distributed/c10d/Backend.hpp>
 
@@ -198,6 +202,7 @@ policy::GradientStep SharpnessAware::gradient_step(const Managed& managed) {
 }
 
 void SharpnessAware::ascend(std::vector<double> radii, StepReport& report) {
+  RECORD_USER_SCOPE("tram::ascend");
   torch::NoGradGuard no_grad;
   const auto groups = group_option_list();
   // SAM-ON: groups with perturb = false are neither perturbed nor in the norm.
@@ -248,9 +253,13 @@ void SharpnessAware::ascend(std::vector<double> radii, StepReport& report) {
   if (const auto* rule = rules_->rule()) rule->after_ascent(shaped);
 }
 
-void SharpnessAware::restore() { sets_->restore(); }
+void SharpnessAware::restore() {
+  RECORD_USER_SCOPE("tram::restore");
+  sets_->restore();
+}
 
 void SharpnessAware::base_step() {
+  RECORD_USER_SCOPE("tram::base_step");
   sets_->before_base_step(managed_parameters(false).params);
   base_->step();
   if (const auto* rule = rules_->rule(); rule && rules_->ascended()) {
@@ -408,6 +417,7 @@ StepReport SharpnessAware::step(const ForwardClosure& forward) {
 //    the parameter sets' owner; then the target's own (noised inputs). A step
 //    without ascent runs only the regularizer's.
 void SharpnessAware::run_reference_passes(detail::StepPasses& passes, bool ascending) {
+  RECORD_USER_SCOPE("tram::reference_passes");
   const std::vector<Tensor> all = managed_parameters(false).params;
   std::vector<std::string> needed;
   if (method_.regularizer()) {
@@ -428,6 +438,7 @@ void SharpnessAware::run_reference_passes(detail::StepPasses& passes, bool ascen
 //    the micro-batches; the logits are kept (detached) for the distance.
 std::vector<PassOutput> SharpnessAware::run_first_pass(detail::StepPasses& passes, bool ascending,
                                                        StepReport& report) {
+  RECORD_USER_SCOPE("tram::first_pass");
   const int64_t k = micro_batches_;
   std::vector<PassOutput> first(k);
   zero_grad();
@@ -452,6 +463,7 @@ std::vector<PassOutput> SharpnessAware::run_first_pass(detail::StepPasses& passe
 //    over micro-batches and ranks).
 std::vector<double> SharpnessAware::measure_radii(detail::StepPasses& passes, const std::vector<PassOutput>& first,
                                                   StepReport& report) {
+  RECORD_USER_SCOPE("tram::radius");
   if (const auto* region = method_.trust_region()) {
     auto sum = region->distance->start();
     for (int64_t i = 0; i < micro_batches_; ++i) region->target->add_distance(passes, i, first[i], *sum);
@@ -475,6 +487,7 @@ void SharpnessAware::select_rows(detail::StepPasses& passes, const std::vector<P
   const auto* rule = rules_->rule();
   const auto fraction = rule ? rule->kept_row_fraction() : std::nullopt;
   if (!fraction || !rules_->ascended()) return;
+  RECORD_USER_SCOPE("tram::select_rows");
   const auto& n = method_.name();
   for (const auto& out : first) {
     if (!out.row_losses.defined()) {
@@ -510,6 +523,7 @@ void SharpnessAware::warn_without_row_losses() {
 
 // 4. Pass 2 at w + e on clean inputs, accumulating the descent gradient.
 void SharpnessAware::run_second_pass(detail::StepPasses& passes, StepReport& report) {
+  RECORD_USER_SCOPE("tram::second_pass");
   zero_grad();
   Tensor loss_sum;
   for (int64_t i = 0; i < micro_batches_; ++i) {

@@ -9,6 +9,7 @@
 #include "engine/parameter_sets.h"
 #include "engine/rule_state.h"
 
+#include <ATen/record_function.h>
 #include <torch/autograd.h>
 
 #include <torch/csrc/distributed/c10d/Backend.hpp>
@@ -63,6 +64,7 @@ void SharpnessAware::set_process_group(c10::intrusive_ptr<c10d::Backend> group, 
 }
 
 bool SharpnessAware::prepare_ascent_gradient() {
+  RECORD_USER_SCOPE("tram::ascent_gradient");
   auto grads = managed_parameters(true).grads;
   if (process_group_ && ascent_scope_ == AscentScope::kGlobal) {
     detail::all_reduce_mean(*process_group_, method_.name(), grads);
@@ -80,6 +82,7 @@ bool SharpnessAware::prepare_ascent_gradient() {
 }
 
 bool SharpnessAware::prepare_descent_gradient() {
+  RECORD_USER_SCOPE("tram::descent_gradient");
   auto grads = managed_parameters(true).grads;
   if (process_group_) detail::all_reduce_mean(*process_group_, method_.name(), grads);
   if (scaler_ && scaler_->unscale(grads)) return false;
