@@ -6,8 +6,10 @@
 #include "checkpoints/fixtures.h"
 #include "test_util.h"
 
+#include <array>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <sstream>
 #include <string>
 
@@ -269,7 +271,13 @@ TEST(Checkpoint, VersionOneArchivesStillLoad) {
 // Checkpoints written by the release that introduced format 2 (before the
 // engine was split into policies; tests/checkpoints/make_checkpoints.cpp made
 // them) load into today's optimizers and resume bit for bit: step 4 from the
-// loaded state gives the parameters that release computed.
+// loaded state gives the parameters that release computed. Bit for bit on
+// any CPU for the methods whose step is arithmetic only; the regularizers'
+// KL (TRPO, R3F, MESA) goes through ATen's vectorised exp and log, whose
+// last bit depends on the CPU and the kernels ATen dispatches to there (on
+// an AVX-512 Xeon, r3f and asam+trpo differ from the fixtures, made on
+// another CPU, by one ulp of fp64). Those are compared to 4 ulp: a state
+// that did not load (moments, step count, noise) moves step 4 by far more.
 TEST(Checkpoint, Version2FixturesResumeBitIdentically) {
   const std::string dir = std::string(TRAM_SOURCE_DIR) + "/tests/checkpoints/v2/";
   for (const std::string method : tram::test::checkpoint_fixture_methods()) {
@@ -293,7 +301,16 @@ TEST(Checkpoint, Version2FixturesResumeBitIdentically) {
     torch::load(*opt, dir + method + ".pt");
     EXPECT_EQ(opt->step_count(), 3);
     opt->step(p.forward_closure());
-    EXPECT_TRUE(torch::equal(p.weight, weight_4));
-    EXPECT_TRUE(torch::equal(p.bias, bias_4));
+    const bool transcendental = opt->method().regularizer() != nullptr;
+    const std::vector<std::array<Tensor, 3>> compared = {{p.weight, weight_4, weight}, {p.bias, bias_4, bias}};
+    for (const auto& [actual, after_4, after_3] : compared) {
+      if (!transcendental) {
+        EXPECT_TRUE(torch::equal(actual, after_4));
+        continue;
+      }
+      const double ulp = std::numeric_limits<double>::epsilon() * after_4.abs().max().item<double>();
+      EXPECT_LE((actual - after_4).abs().max().item<double>(), 4 * ulp);
+      EXPECT_GT((after_4 - after_3).abs().max().item<double>(), 1e3 * ulp);  // step 4 moved them
+    }
   }
 }
