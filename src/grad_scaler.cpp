@@ -23,14 +23,20 @@ GradScaler::GradScaler(GradScalerOptions options) : options_(options), scale_(op
 }
 
 bool GradScaler::unscale(const std::vector<torch::Tensor>& grads) const {
-  if (grads.empty()) return false;
+  const torch::Tensor found = unscale_unread(grads);
+  // The one read of unscaling: whether the base step runs is decided on the host.
+  return found.defined() && detail::read_scalar(found) > 0;
+}
+
+torch::Tensor GradScaler::unscale_unread(const std::vector<torch::Tensor>& grads) const {
+  if (grads.empty()) return {};
   torch::NoGradGuard no_grad;
   // Per device, one fused pass: ATen's AMP op multiplies every gradient by
   // 1/scale and raises `found` on the device where any element is inf or
-  // NaN afterwards. The flags are summed on the first device and read to the
-  // host once: one device-to-host read per call, where a read per tensor
-  // would stall the stream once per parameter. A disabled scaler still
-  // checks (multiplying by 1 changes nothing).
+  // NaN afterwards. The flags are summed on the first device, for one
+  // device-to-host read per step phase where a read per tensor would stall
+  // the stream once per parameter. A disabled scaler still checks
+  // (multiplying by 1 changes nothing).
   std::vector<std::pair<torch::Device, std::vector<torch::Tensor>>> by_device;
   for (const auto& g : grads) {
     auto group = std::find_if(by_device.begin(), by_device.end(), [&](const auto& e) { return e.first == g.device(); });
@@ -45,8 +51,7 @@ bool GradScaler::unscale(const std::vector<torch::Tensor>& grads) const {
     at::_amp_foreach_non_finite_check_and_unscale_(group, flag, torch::full({1}, inverse, options));
     found = found.defined() ? found + flag.to(found.device()) : flag;
   }
-  // The one read of unscaling: whether the base step runs is decided on the host.
-  return detail::read_scalar(found) > 0;
+  return found;
 }
 
 void GradScaler::update(bool found_inf) {

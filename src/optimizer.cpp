@@ -201,16 +201,43 @@ policy::GradientStep SharpnessAware::gradient_step(const Managed& managed) {
   return step;
 }
 
-void SharpnessAware::ascend(std::vector<double> radii, StepReport& report) {
+// What the ascent takes from the phases before it, all still on the device
+// except a distance the caller gave.
+struct SharpnessAware::AscentInputs {
+  Tensor overflow;              // the loss scaler's inf/NaN flag for pass 1 (undefined: no scaler)
+  Tensor distance;              // d as measured this step (undefined: a fixed radius, or given)
+  double given_distance = 0.0;  // d from the caller of first_step(d)
+};
+
+bool SharpnessAware::ascend(const AscentInputs& inputs, StepReport& report) {
   RECORD_USER_SCOPE("tram::ascend");
   torch::NoGradGuard no_grad;
   const auto groups = group_option_list();
+  // The values the ascent decides with are read to the host together: on a
+  // GPU one synchronisation for the flag, d and ||T g||.
+  constexpr size_t kNotQueued = static_cast<size_t>(-1);
+  detail::HostReadBatch reads;
+  const size_t overflow = inputs.overflow.defined() ? reads.add(inputs.overflow) : kNotQueued;
+  const size_t distance = inputs.distance.defined() ? reads.add(inputs.distance) : kNotQueued;
+  std::vector<double> radii;
+  // Reads what is queued; false when pass 1's gradient overflowed.
+  const auto read_decision = [&] {
+    reads.read();
+    if (overflow != kNotQueued && reads[overflow] > 0) return false;
+    report.distance = distance != kNotQueued ? reads[distance] : inputs.given_distance;
+    radii = method_.radius()->radii(groups, report.distance);
+    return true;
+  };
   // SAM-ON: groups with perturb = false are neither perturbed nor in the norm.
   Managed m = managed_parameters(/*with_grad_only=*/true, /*perturbed_groups_only=*/true);
   // The gradient rule shapes the ascent: what it follows (F-SAM, VaSSO), which
-  // tensors it moves (ESAM), how far.
+  // tensors it moves (ESAM), how far. It takes the radius and updates its own
+  // state, so the flag and d are read before it, and ||T g|| of what it
+  // shaped after it: a second read where the first had anything to read.
+  const auto* rule = rules_->rule();
   policy::AscentStep shaped;
-  if (const auto* rule = rules_->rule()) {
+  if (rule) {
+    if (!read_decision()) return false;
     const Managed all = managed_parameters(/*with_grad_only=*/true);
     rules_->keep_first_gradient(all.grads, all.index);
     static_cast<policy::GradientStep&>(shaped) = gradient_step(m);
@@ -229,14 +256,20 @@ void SharpnessAware::ascend(std::vector<double> radii, StepReport& report) {
     m = std::move(kept);
     radii = shaped.radii;
   }
-  report.radius = radii;
   const policy::Direction& direction = *method_.direction();
   ops::AscentSpec spec;
   spec.scaling = direction.scaling();
   for (size_t i = 0; i < m.params.size(); ++i) spec.eta.push_back(direction.offset(*groups[m.group[i]]));
-  // The one read every ascent needs: its coefficient r / ||T g|| is a
-  // host-side argument of the perturbation.
-  const double squared = detail::read_scalar(ops::squared_norm(m.params, m.grads, spec));
+  // ||T g|| is needed on the host: the coefficient r / ||T g|| is a host-side
+  // argument of the perturbation.
+  const size_t norm = reads.add(ops::squared_norm(m.params, m.grads, spec));
+  if (rule) {
+    reads.read();
+  } else if (!read_decision()) {
+    return false;
+  }
+  report.radius = radii;
+  const double squared = reads[norm];
   report.ascent_norm = std::sqrt(squared);
   if (!std::isfinite(squared)) {
     // A loss-scaled fp16 pass may overflow: no ascent, the step proceeds as a
@@ -244,13 +277,14 @@ void SharpnessAware::ascend(std::vector<double> radii, StepReport& report) {
     report.ascent_skipped = true;
     ++skipped_ascents_;
     rules_->mark_ascended(/*skipped=*/true);
-    return;
+    return true;
   }
   const double divisor = direction.norm_divisor(squared, method_.eps_norm());
   for (size_t i = 0; i < m.params.size(); ++i) spec.coef.push_back(radii[m.group[i]] / divisor);
   report.perturbation_norm = sets_->perturb(m.params, m.grads, m.index, managed_parameters(false).params.size(), spec);
   rules_->mark_ascended(/*skipped=*/false);
-  if (const auto* rule = rules_->rule()) rule->after_ascent(shaped);
+  if (rule) rule->after_ascent(shaped);
+  return true;
 }
 
 void SharpnessAware::restore() {
@@ -296,12 +330,13 @@ Tensor SharpnessAware::step(LossClosure closure) {
   if (loss.defined() && loss.numel() == 1) report.loss = ReportValue::on_device(detached_copy(loss));
   report.passes = 1;
   if (method_.ascends_at(step_count_)) {
-    if (!prepare_ascent_gradient()) {
+    AscentInputs inputs;
+    inputs.overflow = prepare_ascent_gradient();
+    if (!ascend(inputs, report)) {
       skip_step(report);
       return loss;
     }
     warn_without_row_losses();
-    ascend(method_.radius()->radii(group_option_list(), 0.0), report);
     {
       auto put_back = c10::make_scope_exit([this] { restore(); });
       torch::AutoGradMode enable_grad(true);
@@ -330,25 +365,25 @@ void SharpnessAware::first_step(std::optional<double> trust_region_distance) {
   validate();
   rules_->begin_step();
   StepReport report;
+  AscentInputs inputs;
   if (const auto* region = method_.trust_region()) {
     TORCH_CHECK(region->target->measurable_by_caller(), n, ": the trust-region target at other parameters (θt-1, "
                 "θ0) needs the target passes of step(ForwardClosure); first_step(d) supports target=noise only");
     TORCH_CHECK(trust_region_distance && std::isfinite(*trust_region_distance) && *trust_region_distance >= 0, n,
                 ": first_step(d) needs this step's trust-region distance d >= 0 (got ",
                 trust_region_distance ? std::to_string(*trust_region_distance) : std::string("none"), ")");
-    report.distance = *trust_region_distance;
+    report.distance = inputs.given_distance = *trust_region_distance;
   } else {
     TORCH_CHECK(!trust_region_distance, n, " has a fixed radius; first_step() takes no distance");
   }
-  const auto radii = method_.radius()->radii(group_option_list(), report.distance);
-  if (!prepare_ascent_gradient()) {
+  inputs.overflow = prepare_ascent_gradient();
+  if (!ascend(inputs, report)) {
     // w stays unperturbed; second_step() then skips the base step too.
     report.step_skipped = true;
     last_step_ = report;
     return;
   }
   warn_without_row_losses();
-  ascend(radii, report);
   detail::drop_autocast_cache();  // the caller's pass 2 must see w + e
   last_step_ = report;
 }
@@ -393,12 +428,14 @@ StepReport SharpnessAware::step(const ForwardClosure& forward) {
   run_reference_passes(passes, ascending);
   const std::vector<PassOutput> first = run_first_pass(passes, ascending, report);
   if (ascending) {
-    if (!prepare_ascent_gradient()) {
+    AscentInputs inputs;
+    inputs.overflow = prepare_ascent_gradient();
+    inputs.distance = measure_distance(passes, first);
+    if (!ascend(inputs, report)) {
       on_exit.release();
       skip_step(report);
       return report;
     }
-    ascend(measure_radii(passes, first, report), report);
     select_rows(passes, first);
     run_second_pass(passes, report);
   } else {
@@ -459,24 +496,23 @@ std::vector<PassOutput> SharpnessAware::run_first_pass(detail::StepPasses& passe
   return first;
 }
 
-// 3. The radius: fixed, or from this batch's trust-region distance (summed
-//    over micro-batches and ranks).
-std::vector<double> SharpnessAware::measure_radii(detail::StepPasses& passes, const std::vector<PassOutput>& first,
-                                                  StepReport& report) {
+// 3. The radius's input: this batch's trust-region distance (summed over
+//    micro-batches and ranks), left on the device for the ascent's one read;
+//    none for a fixed radius.
+Tensor SharpnessAware::measure_distance(detail::StepPasses& passes, const std::vector<PassOutput>& first) {
+  const auto* region = method_.trust_region();
+  if (!region) return {};
   RECORD_USER_SCOPE("tram::radius");
-  if (const auto* region = method_.trust_region()) {
-    auto sum = region->distance->start();
-    for (int64_t i = 0; i < micro_batches_; ++i) region->target->add_distance(passes, i, first[i], *sum);
-    if (process_group_) {
-      // On the parameters' device: NCCL reduces CUDA tensors only.
-      const auto params = managed_parameters(false).params;
-      Tensor totals = sum->totals().to(params.empty() ? torch::Device(torch::kCPU) : params[0].device());
-      detail::all_reduce_sum(*process_group_, method_.name(), "trust-region distance all-reduce", totals);
-      sum->set_totals(totals);
-    }
-    report.distance = sum->value();
+  auto sum = region->distance->start();
+  for (int64_t i = 0; i < micro_batches_; ++i) region->target->add_distance(passes, i, first[i], *sum);
+  if (process_group_) {
+    // On the parameters' device: NCCL reduces CUDA tensors only.
+    const auto params = managed_parameters(false).params;
+    Tensor totals = sum->totals().to(params.empty() ? torch::Device(torch::kCPU) : params[0].device());
+    detail::all_reduce_sum(*process_group_, method_.name(), "trust-region distance all-reduce", totals);
+    sum->set_totals(totals);
   }
-  return method_.radius()->radii(group_option_list(), report.distance);
+  return sum->distance();
 }
 
 // 3b. ESAM's data selection (docs/ALGORITHMS.md §16): a no-grad pass at w + e

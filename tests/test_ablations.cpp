@@ -120,7 +120,7 @@ TEST(Distances, L2AndMmdMatchTheirDefinitionsOverMaskedRowsAndMicroBatches) {
     } else {
       sum->add(x, y, mask);
     }
-    return sum->value();
+    return sum->distance().item<double>();
   };
   for (bool split : {false, true}) {
     const double l2 = l2_reference(x, y, mask);
@@ -142,7 +142,7 @@ TEST(Distances, L2AndMmdMatchTheirDefinitionsOverMaskedRowsAndMicroBatches) {
   // Identical predictions: both distances are 0.
   auto same = tram::policy::mmd_distance(tram::MMDKernel::kIMQ2, tram::ops::Reduction::kMean)->start();
   same->add(x, x, mask);
-  EXPECT_NEAR(same->value(), 0.0, 1e-12);
+  EXPECT_NEAR(same->distance().item<double>(), 0.0, 1e-12);
 }
 
 TEST(Distances, MmdRefusesWhatCannotFitAndDataParallelSums) {

@@ -39,8 +39,14 @@ class GradScaler {
   torch::Tensor scale(const torch::Tensor& loss) const { return enabled() ? loss * scale_ : loss; }
 
   // Divides the gradients by the scale in place; returns true when any is
-  // inf or NaN (checked after unscaling, as GradScaler does).
+  // inf or NaN (checked after unscaling, as GradScaler does). One read of
+  // the flag to the host.
   bool unscale(const std::vector<torch::Tensor>& grads) const;
+  // The same, without the read: the number of devices whose gradients hold an
+  // inf or NaN, as a one-element float32 tensor on the first gradient's
+  // device (undefined for no gradients). The ascent reads it together with
+  // the values the ascent needs.
+  torch::Tensor unscale_unread(const std::vector<torch::Tensor>& grads) const;
 
   // After a step: back off on inf/NaN, otherwise count towards growth.
   void update(bool found_inf);

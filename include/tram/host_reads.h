@@ -2,10 +2,11 @@
 //
 // Each read of a value from a GPU tensor to the host waits for the device to
 // finish the work queued before it (a synchronisation), which stalls the
-// stream that should be running the next kernels. tram's step reads one
-// value per step, the ascent's gradient norm (its coefficient r / ||T g|| is
-// a kernel argument), plus the trust-region distance d for the TRAM
-// variants and the inf/NaN flag with a GradScaler; everything else a step
+// stream that should be running the next kernels. An ascending step of tram
+// reads once: the values its ascent needs on the host (the gradient norm,
+// whose coefficient r / ||T g|| is a kernel argument, the trust-region
+// distance d of the TRAM variants, a GradScaler's inf/NaN flag), together.
+// A GradScaler's descent reads its flag once more; everything else a step
 // reports stays on the device until it is read (tram::ReportValue).
 // docs/ALGORITHMS.md §15 lists the reads of every method.
 //

@@ -132,6 +132,7 @@ class SharpnessAware : public torch::optim::Optimizer {
 
  private:
   struct Managed;  // the parameters of one step, with their per-tensor options
+  struct AscentInputs;  // what the ascent takes from the phases before it, unread
   // perturbed_groups_only: leave out the groups with perturb = false (SAM-ON).
   Managed managed_parameters(bool with_grad_only, bool perturbed_groups_only = false) const;
   std::vector<const GroupOptions*> group_option_list() const;
@@ -141,8 +142,9 @@ class SharpnessAware : public torch::optim::Optimizer {
   // The phases of step(ForwardClosure), in order.
   void run_reference_passes(detail::StepPasses& passes, bool ascending);
   std::vector<PassOutput> run_first_pass(detail::StepPasses& passes, bool ascending, StepReport& report);
-  std::vector<double> measure_radii(detail::StepPasses& passes, const std::vector<PassOutput>& first,
-                                    StepReport& report);
+  // This batch's trust-region distance d, on the device (undefined for a
+  // fixed radius).
+  torch::Tensor measure_distance(detail::StepPasses& passes, const std::vector<PassOutput>& first);
   // ESAM's data selection, between the ascent and pass 2.
   void select_rows(detail::StepPasses& passes, const std::vector<PassOutput>& first);
   // ESAM without per-row losses (a LossClosure, the two-call API, or a forward
@@ -154,16 +156,21 @@ class SharpnessAware : public torch::optim::Optimizer {
   std::pair<torch::Tensor, torch::Tensor> regularized(detail::StepPasses& passes, const PassOutput& out,
                                                       int64_t micro_batch, bool perturbed) const;
 
-  // Computes e from the current gradients and moves w to w + e, keeping the
-  // exact copy of w (docs/ALGORITHMS.md §1).
-  void ascend(std::vector<double> radii, StepReport& report);
+  // Reads what the ascent decides with (the inf/NaN flag, d, ||T g||) to the
+  // host, in one read where no gradient rule needs the radius first; then
+  // computes e from the current gradients and moves w to w + e, keeping the
+  // exact copy of w (docs/ALGORITHMS.md §1, §15). Returns false, leaving w
+  // as it was, when the loss scaler found a non-finite gradient.
+  bool ascend(const AscentInputs& inputs, StepReport& report);
   // The gradients of `managed` as the method's gradient rule sees them.
   policy::GradientStep gradient_step(const Managed& managed);
   void base_step();
   // The gradient hooks every step form goes through: all-reduce over ranks,
-  // unscale and inf/NaN check, clipping. Return false when loss scaling found
-  // a non-finite gradient (the step is then skipped).
-  bool prepare_ascent_gradient();
+  // unscale and inf/NaN check, clipping. The ascent's returns the loss
+  // scaler's inf/NaN flag unread (undefined without a scaler), for ascend()
+  // to read with its other values; the descent's returns false when loss
+  // scaling found a non-finite gradient (the step is then skipped).
+  torch::Tensor prepare_ascent_gradient();
   bool prepare_descent_gradient();
   // The descent gradient's hooks, then the base step (or the skip).
   void descend(StepReport& report);

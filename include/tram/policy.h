@@ -113,12 +113,15 @@ class DistanceSum {
   virtual void add(const torch::Tensor& target_logits, const torch::Tensor& current_logits,
                    const torch::Tensor& mask) = 0;
   // The accumulated totals as a 1-D float64 tensor (on the logits' device:
-  // a sum keeps what it accumulates there, and value() reads it once);
-  // data-parallel ranks sum it element-wise and hand the sum back with
-  // set_totals().
+  // a sum keeps what it accumulates there); data-parallel ranks sum it
+  // element-wise and hand the sum back with set_totals().
   virtual torch::Tensor totals() const = 0;
   virtual void set_totals(const torch::Tensor& totals) = 0;
-  virtual double value() const = 0;
+  // The distance d of the whole batch (from the ranks' sum when set) as a
+  // one-element float64 tensor, computed where the totals are and not read:
+  // the engine reads it to the host together with the ascent's gradient
+  // norm, one read for both (docs/ALGORITHMS.md §15).
+  virtual torch::Tensor distance() const = 0;
 };
 
 class Distance {

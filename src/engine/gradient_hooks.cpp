@@ -4,7 +4,6 @@
 #include <tram/optimizer.h>
 
 #include "collectives.h"
-#include "engine/host_reads.h"
 #include "engine/managed.h"
 #include "engine/parameter_sets.h"
 #include "engine/rule_state.h"
@@ -63,22 +62,23 @@ void SharpnessAware::set_process_group(c10::intrusive_ptr<c10d::Backend> group, 
   detail::broadcast(*process_group_, method_.name(), tensors);
 }
 
-bool SharpnessAware::prepare_ascent_gradient() {
+Tensor SharpnessAware::prepare_ascent_gradient() {
   RECORD_USER_SCOPE("tram::ascent_gradient");
   auto grads = managed_parameters(true).grads;
   if (process_group_ && ascent_scope_ == AscentScope::kGlobal) {
     detail::all_reduce_mean(*process_group_, method_.name(), grads);
   }
-  if (!scaler_) return true;
-  bool found_inf = scaler_->unscale(grads);
+  if (!scaler_) return {};
+  const auto device = grads.empty() ? torch::Device(torch::kCPU) : grads[0].device();
+  Tensor found = scaler_->unscale_unread(grads);
+  found = found.defined() ? found.to(torch::kFloat64).reshape({1})
+                          : torch::zeros({1}, torch::TensorOptions(torch::kFloat64).device(device));
   if (process_group_ && ascent_scope_ == AscentScope::kPerRank) {
-    // Each rank checked its own gradient; all must agree to skip.
-    const auto device = grads.empty() ? torch::Device(torch::kCPU) : grads[0].device();
-    Tensor flag = torch::tensor({found_inf ? 1.0 : 0.0}, torch::TensorOptions(torch::kFloat64).device(device));
-    detail::all_reduce_sum(*process_group_, method_.name(), "inf/NaN all-reduce", flag);
-    found_inf = detail::read_scalar(flag) > 0;
+    // Each rank checked its own gradient; all must agree to skip. Summed on
+    // the device: ascend() reads the sum with its other values.
+    detail::all_reduce_sum(*process_group_, method_.name(), "inf/NaN all-reduce", found);
   }
-  return !found_inf;
+  return found;
 }
 
 bool SharpnessAware::prepare_descent_gradient() {

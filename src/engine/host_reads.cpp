@@ -26,6 +26,28 @@ double read_scalar(const torch::Tensor& scalar) {
   return to_host(scalar).to(torch::kFloat64).item<double>();
 }
 
+size_t HostReadBatch::add(const torch::Tensor& scalar) {
+  TORCH_CHECK(scalar.numel() == 1, "tram: internal error: a batched host read of one value got ", scalar.numel());
+  queued_.push_back(scalar.detach().reshape({}));
+  return queued_.size() - 1;
+}
+
+void HostReadBatch::read() {
+  if (values_.size() == queued_.size()) return;
+  // On the device of the first value queued (a copy between devices, not a read).
+  const torch::Device device = queued_[values_.size()].device();
+  std::vector<torch::Tensor> pending;
+  for (size_t i = values_.size(); i < queued_.size(); ++i) pending.push_back(queued_[i].to(device, torch::kFloat64));
+  const torch::Tensor values = to_host(torch::stack(pending)).contiguous();
+  const double* data = values.data_ptr<double>();
+  values_.insert(values_.end(), data, data + values.numel());
+}
+
+double HostReadBatch::operator[](size_t index) const {
+  TORCH_CHECK(index < values_.size(), "tram: internal error: host value ", index, " was not read");
+  return values_[index];
+}
+
 }  // namespace detail
 
 struct ReportValue::Pending {

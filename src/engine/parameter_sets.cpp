@@ -65,9 +65,7 @@ namespace {
 // (the report reads it only if asked).
 ReportValue applied_norm(const std::vector<Tensor>& perturbed, const std::vector<Tensor>& sources) {
   if (perturbed.empty()) return 0.0;
-  std::vector<Tensor> norms = torch::_foreach_norm(torch::_foreach_sub(perturbed, sources));
-  for (auto& n : norms) n = n.to(perturbed[0].device(), torch::kFloat64);
-  return ReportValue::on_device(torch::stack(norms).square().sum().sqrt());
+  return ReportValue::on_device(ops::squared_distance(perturbed, sources).sqrt());
 }
 }  // namespace
 

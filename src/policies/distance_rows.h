@@ -1,5 +1,6 @@
-// What the L2 and MMD distances share: the valid prediction rows of a logit
-// tensor, flattened to [rows, classes] in the accumulation dtype.
+// What the distances share: the valid prediction rows of a logit tensor,
+// flattened to [rows, classes] in the accumulation dtype, and the guarded
+// division of their device-side reductions.
 #pragma once
 
 #include <torch/types.h>
@@ -24,6 +25,12 @@ inline torch::Tensor valid_rows(const torch::Tensor& logits, const torch::Tensor
 // The batch size the legacy reduction divides by once more: size(0), or 1 for one row.
 inline double leading_size(const torch::Tensor& logits) {
   return logits.dim() > 1 ? static_cast<double>(logits.size(0)) : 1.0;
+}
+
+// `ratio` where `denominator` > 0, else 0: a reduction over no rows is 0.
+// Both are float64 tensors on the device; nothing is read.
+inline torch::Tensor ratio_or_zero(const torch::Tensor& ratio, const torch::Tensor& denominator) {
+  return torch::where(denominator > 0, ratio, torch::zeros_like(ratio));
 }
 
 }  // namespace tram::policy

@@ -4,7 +4,7 @@
 // ranks) and reduced once, so the result is exactly that of the whole batch.
 #include <tram/policies.h>
 
-#include "engine/host_reads.h"
+#include "policies/distance_rows.h"
 
 namespace tram::policy {
 namespace {
@@ -33,15 +33,15 @@ class KLSum final : public DistanceSum {
   }
   void set_totals(const torch::Tensor& totals) override { reduced_ = totals; }
 
-  double value() const override {
-    // One read: the ranks' sum when there is one, else this rank's totals.
-    const auto values = detail::to_host(reduced_.defined() ? reduced_ : totals()).to(torch::kFloat64);
-    const double sum = values[0].item<double>(), valid_rows = values[1].item<double>();
-    const double numel = values[2].item<double>(), leading = values[3].item<double>();
+  torch::Tensor distance() const override {
+    // The ranks' sum when there is one, else this rank's totals; the same
+    // float64 arithmetic a host-side reduction would do, on the device.
+    const torch::Tensor values = (reduced_.defined() ? reduced_ : totals()).to(torch::kFloat64);
+    const torch::Tensor sum = values[0], valid_rows = values[1], numel = values[2], leading = values[3];
     switch (reduction_) {
       case ops::Reduction::kSum: return sum;
-      case ops::Reduction::kLegacy: return numel > 0 ? sum / numel / leading : 0.0;
-      default: return valid_rows > 0 ? sum / valid_rows : 0.0;
+      case ops::Reduction::kLegacy: return ratio_or_zero(sum / numel / leading, numel);
+      default: return ratio_or_zero(sum / valid_rows, valid_rows);
     }
   }
 

@@ -4,7 +4,6 @@
 // and ranks: row norms and counts are summed, the mean taken once.
 #include <tram/policies.h>
 
-#include "engine/host_reads.h"
 #include "policies/distance_rows.h"
 
 namespace tram::policy {
@@ -33,13 +32,13 @@ class L2Sum final : public DistanceSum {
   }
   void set_totals(const torch::Tensor& totals) override { reduced_ = totals; }
 
-  double value() const override {
-    // One read: the ranks' sum when there is one, else this rank's totals.
-    const auto values = detail::to_host(reduced_.defined() ? reduced_ : totals()).to(torch::kFloat64);
-    const double sum = values[0].item<double>(), rows = values[1].item<double>(), leading = values[2].item<double>();
+  torch::Tensor distance() const override {
+    // The ranks' sum when there is one, else this rank's totals (on the device).
+    const torch::Tensor values = (reduced_.defined() ? reduced_ : totals()).to(torch::kFloat64);
+    const torch::Tensor sum = values[0], rows = values[1], leading = values[2];
     if (reduction_ == ops::Reduction::kSum) return sum;
-    const double mean = rows > 0 ? sum / rows : 0.0;
-    return reduction_ == ops::Reduction::kLegacy && leading > 0 ? mean / leading : mean;
+    const torch::Tensor mean = ratio_or_zero(sum / rows, rows);
+    return reduction_ == ops::Reduction::kLegacy ? ratio_or_zero(mean / leading, leading) : mean;
   }
 
  private:

@@ -7,7 +7,6 @@
 // and the estimate is computed once, from n x n kernel matrices: O(n^2 C).
 #include <tram/policies.h>
 
-#include "engine/host_reads.h"
 #include "policies/distance_rows.h"
 
 #include <array>
@@ -64,13 +63,13 @@ class MMDSum final : public DistanceSum {
   }
   void set_totals(const torch::Tensor&) override { totals(); }
 
-  double value() const override {
-    if (rows_ == 0) return 0.0;
+  torch::Tensor distance() const override {
+    if (rows_ == 0) return torch::zeros({}, torch::kFloat64);
     const torch::Tensor x = torch::cat(targets_), y = torch::cat(currents_);
     const torch::Tensor estimate = kernel_sum(squared_distances(x, x), kernel_).mean() +
                                    kernel_sum(squared_distances(y, y), kernel_).mean() -
                                    2 * kernel_sum(squared_distances(x, y), kernel_).mean();
-    const double mmd = detail::read_scalar(estimate);
+    const torch::Tensor mmd = estimate.to(torch::kFloat64);
     return reduction_ == ops::Reduction::kLegacy ? mmd / leading_ : mmd;
   }
 
