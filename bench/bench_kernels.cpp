@@ -132,6 +132,9 @@ void bench_divergence(Context& ctx, int64_t rows, int64_t classes, torch::Scalar
     ctx.add("kl", "forward (op, mean)", shape, type, tram_ms, 2 * logits_bytes,
             explicit_faster ? "log_softmax x2 + explicit KL" : "log_softmax x2 + kl_div",
             std::min(explicit_ms, kl_div_ms), value_check);
+    const double reference_ms = ctx.time([&] { tram::ops::reference::trust_region_divergence(target, current); });
+    ctx.add("kl", "forward (op, mean)", shape, type, tram_ms, 2 * logits_bytes, "tram::ops::reference",
+            reference_ms, value_check);
 #ifdef TRAM_WITH_CUDA
     if (ctx.device.is_cuda()) {
       const double kernel_ms = ctx.time([&] {
@@ -337,20 +340,34 @@ void bench_ascent(Context& ctx, const std::string& model, const Shapes& shapes,
   });
   ctx.add("ascent", "squared_norm identity (+item)", shape, type, norm_id_ms, n,
           "per-tensor norm loop", norm_id_loop, check);
+  // Each op against its ATen reference (tram::ops::reference, the _foreach
+  // composite it is tested against): on the CPU this compares the fused
+  // loops of src/ops_cpu.cpp with what they replace.
+  const char* reference = "tram::ops::reference";
   const double norm_ad_ms = ctx.time([&] { tram::ops::squared_norm(w, g, adaptive).item<double>(); });
-  ctx.add("ascent", "squared_norm adaptive (+item)", shape, type, norm_ad_ms, 2 * n, "", 0.0, check);
+  const double norm_ad_ref =
+      ctx.time([&] { tram::ops::reference::squared_norm(w, g, adaptive).item<double>(); });
+  ctx.add("ascent", "squared_norm adaptive (+item)", shape, type, norm_ad_ms, 2 * n, reference, norm_ad_ref,
+          check);
   const double ascend_ms = ctx.time([&] { tram::ops::ascend_with_backup(w, g, backup, adaptive); });
-  ctx.add("ascent", "ascend_with_backup adaptive", shape, type, ascend_ms, 4 * n, "", 0.0, check);
+  const double ascend_ref = ctx.time([&] { tram::ops::reference::ascend_with_backup(w, g, backup, adaptive); });
+  ctx.add("ascent", "ascend_with_backup adaptive", shape, type, ascend_ms, 4 * n, reference, ascend_ref, check);
   const double from_ms = ctx.time([&] { tram::ops::ascend_from(w, backup, g, adaptive); });
-  ctx.add("ascent", "ascend_from adaptive", shape, type, from_ms, 3 * n, "", 0.0, check);
+  const double from_ref = ctx.time([&] { tram::ops::reference::ascend_from(w, backup, g, adaptive); });
+  ctx.add("ascent", "ascend_from adaptive", shape, type, from_ms, 3 * n, reference, from_ref, check);
+  const double distance_ms = ctx.time([&] { tram::ops::squared_distance(w, backup).item<double>(); });
+  const double distance_ref = ctx.time([&] { tram::ops::reference::squared_distance(w, backup).item<double>(); });
+  ctx.add("ascent", "squared_distance (+item)", shape, type, distance_ms, 2 * n, reference, distance_ref, check);
   const double copy_ms = ctx.time([&] { tram::ops::copy(w, backup); });
   const double copy_loop = ctx.time([&] { loop_restore(w, backup); });
   ctx.add("ascent", "copy (restore)", shape, type, copy_ms, 2 * n, "per-tensor copy_ loop", copy_loop,
           check);
   const double swap_ms = ctx.time([&] { tram::ops::swap(w, other); });
   const double swap_loop = ctx.time([&] { loop_swap(w, other); });
+  const double swap_ref = ctx.time([&] { tram::ops::reference::swap(w, other); });
   ctx.add("ascent", "swap", shape, type, swap_ms, 4 * n, "per-tensor clone+copy_ loop", swap_loop,
           check);
+  ctx.add("ascent", "swap", shape, type, swap_ms, 4 * n, reference, swap_ref, check);
 
   // The parameter traffic of one step of each method (docs/ALGORITHMS.md §1-4), restore
   // included. SAM: norm(g) 1, ascent 4, restore 2.
@@ -423,10 +440,15 @@ int main(int argc, char** argv) {
                      {"warmup", "3"},
                      {"dtypes", "fp32,bf16"},
                      {"small", "0"},
+                     {"models", "gpt2-small,vit-b16"},
+                     {"kl-shapes", "16384x50257,32x3"},
                      {"sections", "kl,ascent"},
                      {"copy-bytes", "2147483648"}},
                     "tram-bench-kernels: fused tram::ops vs copy bandwidth and ATen composites.\n"
-                    "--small uses tiny shapes (for a CPU smoke run).");
+                    "--small uses tiny shapes (for a CPU smoke run). --models: the ascent section's\n"
+                    "parameter shapes, from gpt2-small, vit-b16, gpt2-cpu (the CPU step benchmark's\n"
+                    "5.5M-parameter GPT-2: 4 layers, hidden 256, vocabulary 8000). --kl-shapes: the\n"
+                    "divergence's logits, ROWSxCLASSES,... (the CPU step benchmark's: 512x8000).");
   Context ctx;
   ctx.device = parse_device(flags.str("device"));
   ctx.warmup = static_cast<int>(flags.integer("warmup"));
@@ -449,20 +471,36 @@ int main(int argc, char** argv) {
   };
 
   if (wants("kl")) {
-    const std::vector<std::pair<int64_t, int64_t>> shapes =
-        small ? std::vector<std::pair<int64_t, int64_t>>{{64, 5003}, {32, 3}}
-              : std::vector<std::pair<int64_t, int64_t>>{{16 * 1024, 50257}, {32, 3}};
+    std::vector<std::pair<int64_t, int64_t>> shapes = {{64, 5003}, {32, 3}};
+    if (!small) {
+      shapes.clear();
+      for (const auto& rows_x_classes : flags.list("kl-shapes")) {
+        const auto x = rows_x_classes.find('x');
+        if (x == std::string::npos) throw std::invalid_argument("--kl-shapes: ROWSxCLASSES, got " + rows_x_classes);
+        shapes.emplace_back(std::stoll(rows_x_classes.substr(0, x)), std::stoll(rows_x_classes.substr(x + 1)));
+      }
+    }
     for (const auto dtype : dtypes) {
       for (const auto& [rows, classes] : shapes) bench_divergence(ctx, rows, classes, dtype);
     }
   }
   if (wants("ascent")) {
-    const std::vector<std::pair<std::string, Shapes>> models =
-        small ? std::vector<std::pair<std::string, Shapes>>{{"gpt2-tiny", gpt2_shapes(1000, 64, 64, 2)},
-                                                            {"vit-tiny", vit_shapes(64, 2, 4, 17, 10)}}
-              : std::vector<std::pair<std::string, Shapes>>{
-                    {"gpt2-small", gpt2_shapes(50257, 1024, 768, 12)},
-                    {"vit-b16", vit_shapes(768, 12, 16, 197, 1000)}};
+    std::vector<std::pair<std::string, Shapes>> models;
+    if (small) {
+      models = {{"gpt2-tiny", gpt2_shapes(1000, 64, 64, 2)}, {"vit-tiny", vit_shapes(64, 2, 4, 17, 10)}};
+    } else {
+      for (const auto& name : flags.list("models")) {
+        if (name == "gpt2-small") {
+          models.emplace_back(name, gpt2_shapes(50257, 1024, 768, 12));
+        } else if (name == "vit-b16") {
+          models.emplace_back(name, vit_shapes(768, 12, 16, 197, 1000));
+        } else if (name == "gpt2-cpu") {
+          models.emplace_back(name, gpt2_shapes(8000, 1024, 256, 4));
+        } else {
+          throw std::invalid_argument("--models: unknown model " + name + " (gpt2-small, vit-b16, gpt2-cpu)");
+        }
+      }
+    }
     for (const auto dtype : dtypes) {
       for (const auto& [model, shapes] : models) bench_ascent(ctx, model, shapes, dtype);
     }

@@ -8,7 +8,8 @@
 #
 #   bash bench/cpu_study.sh OUT_DIR [BUILD_DIR]    # BUILD_DIR: build
 #
-# Size A (the performance issue's configuration, 5.5M parameters) times every
+# First the fused CPU ops on their own (tram-bench-kernels, when built). Size
+# A (the performance issue's configuration, 5.5M parameters) times every
 # method; size B (15.0M) the methods the Python baseline has.
 # Environment: TRAM_STUDY_ROUNDS (15), TRAM_STUDY_PAIRS (3).
 set -euo pipefail
@@ -24,6 +25,15 @@ SIZE_A=(--layers 4 --hidden 256 --heads 4 --vocab 8000 --batch 4 --seq 128)
 SIZE_B=(--layers 2 --hidden 512 --heads 8 --vocab 16000 --batch 2 --seq 256)
 COMMON=(--device cpu --dropout 0 --warmup 2)
 PY_METHODS=adam,sam,asam,fsam,tram-prev,tram-noise
+KERNELS="$BUILD/bench/tram-bench-kernels"
+if [ -x "$KERNELS" ]; then
+  # The fused CPU ops against their ATen reference and this machine's copy
+  # bandwidth, at the step benchmark's sizes (parameters of size A, logits of
+  # sizes A and B).
+  echo "== kernels: fused CPU ops vs tram::ops::reference and the copy bandwidth"
+  "$KERNELS" --device cpu --models gpt2-cpu --kl-shapes 512x8000,512x16000 --dtypes fp32,bf16 \
+    --copy-bytes 268435456 --warmup 2 --iters 10 --out "$OUT/kernels" > "$OUT/kernels.log" 2>&1
+fi
 for size in A B; do
   declare -n dims="SIZE_$size"
   methods=()

@@ -4,9 +4,13 @@
 // kernels are tested against, so it favours clarity over speed: plain ATen
 // ops, temporaries where they keep the formulas readable. Each op validates
 // its arguments here and then has one "dispatch point": with TRAM_WITH_CUDA,
-// arguments the CUDA kernels take (src/ops_cuda.h says which) go there.
+// arguments the CUDA kernels take (src/ops_cuda.h says which) go there; CPU
+// arguments the fused loops take (src/ops_cpu.h) go to those; the rest runs
+// the reference (tram::ops::reference, which tests and benchmarks also call
+// directly).
 #include <tram/ops.h>
 
+#include "ops_cpu.h"
 #ifdef TRAM_WITH_CUDA
 #include "ops_cuda.h"
 #endif
@@ -136,9 +140,10 @@ std::pair<Tensor, Tensor> reference_divergence_rows_backward(const Tensor& targe
           zero_masked_rows(wrt_current * weights, valid_rows).to(current_rows.scalar_type())};
 }
 
-// Dispatch point.
+// Dispatch point (`reference_only`: tram::ops::reference, which takes the reference everywhere).
 RowDivergences divergence_rows_forward(const Tensor& target_rows, const Tensor& current_rows,
-                                       const Tensor& valid_rows, Divergence divergence) {
+                                       const Tensor& valid_rows, Divergence divergence, bool reference_only) {
+  if (reference_only) return reference_divergence_rows_forward(target_rows, current_rows, valid_rows, divergence);
 #ifdef TRAM_WITH_CUDA
   if (cuda_impl::divergence_supported(target_rows, current_rows, valid_rows)) {
     cuda_impl::RowKl rows =
@@ -147,16 +152,23 @@ RowDivergences divergence_rows_forward(const Tensor& target_rows, const Tensor& 
     return {rows.forward_kl, rows.reverse_kl, rows.statistics};
   }
 #endif
+  if (cpu_impl::divergence_supported(target_rows, current_rows, valid_rows)) {
+    // No statistics: the backward (the regularizers') recomputes them with the reference.
+    cpu_impl::RowKl rows = cpu_impl::divergence_rows_forward(
+        target_rows, current_rows, valid_rows, uses_forward_kl(divergence), uses_reverse_kl(divergence));
+    return {rows.forward_kl, rows.reverse_kl, Tensor()};
+  }
   return reference_divergence_rows_forward(target_rows, current_rows, valid_rows, divergence);
 }
 
 // Dispatch point. The gradients that are not needed may be left undefined.
+// The CPU loops differentiate what the forward computed, on any forward's rows.
 std::pair<Tensor, Tensor> divergence_rows_backward(const Tensor& target_rows,
                                                    const Tensor& current_rows,
                                                    const Tensor& valid_rows,
                                                    const RowDivergences& rows,
                                                    const Tensor& row_grads, bool need_target_grad,
-                                                   bool need_current_grad) {
+                                                   bool need_current_grad, bool reference_only) {
 #ifdef TRAM_WITH_CUDA
   if (rows.statistics.defined()) {  // the CUDA forward computed the rows
     return cuda_impl::divergence_rows_backward(
@@ -164,8 +176,11 @@ std::pair<Tensor, Tensor> divergence_rows_backward(const Tensor& target_rows,
         row_grads, need_target_grad, need_current_grad);
   }
 #endif
-  (void)need_target_grad;
-  (void)need_current_grad;
+  if (!reference_only && cpu_impl::divergence_supported(target_rows, current_rows, valid_rows)) {
+    return cpu_impl::divergence_rows_backward(target_rows, current_rows, valid_rows,
+                                              {rows.forward_kl, rows.reverse_kl}, row_grads, need_target_grad,
+                                              need_current_grad);
+  }
   return reference_divergence_rows_backward(target_rows, current_rows, valid_rows, rows, row_grads);
 }
 
@@ -179,13 +194,14 @@ class DivergenceFunction : public torch::autograd::Function<DivergenceFunction> 
   static Tensor forward(AutogradContext* ctx, const Tensor& target_rows, const Tensor& current_rows,
                         const std::optional<Tensor>& mask_rows,
                         const std::optional<Tensor>& reduction_weight_or_none,
-                        Divergence divergence) {
+                        Divergence divergence, bool reference_only) {
     const Tensor valid_rows = mask_rows.value_or(Tensor());
     const Tensor reduction_weight = reduction_weight_or_none.value_or(Tensor());
     const RowDivergences rows =
-        divergence_rows_forward(target_rows, current_rows, valid_rows, divergence);
+        divergence_rows_forward(target_rows, current_rows, valid_rows, divergence, reference_only);
     ctx->save_for_backward({target_rows, current_rows, valid_rows, reduction_weight,
                             rows.forward_kl, rows.reverse_kl, rows.statistics});
+    ctx->saved_data["reference_only"] = reference_only;
     const Tensor per_row = rows.total();
     return reduction_weight.defined() ? per_row.sum() * reduction_weight : per_row;
   }
@@ -203,9 +219,10 @@ class DivergenceFunction : public torch::autograd::Function<DivergenceFunction> 
                                  : grad_output;
     auto [wrt_target, wrt_current] =
         divergence_rows_backward(target_rows, current_rows, valid_rows, rows, row_grads,
-                                 ctx->needs_input_grad(0), ctx->needs_input_grad(1));
+                                 ctx->needs_input_grad(0), ctx->needs_input_grad(1),
+                                 ctx->saved_data["reference_only"].toBool());
     return {ctx->needs_input_grad(0) ? wrt_target : Tensor(),
-            ctx->needs_input_grad(1) ? wrt_current : Tensor(), Tensor(), Tensor(), Tensor()};
+            ctx->needs_input_grad(1) ? wrt_current : Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };
 
@@ -455,9 +472,9 @@ void copy_exact(torch::TensorList dst, torch::TensorList src) {
 // Public entry points
 // ===========================================================================
 
-torch::Tensor trust_region_divergence(const torch::Tensor& target_logits,
-                                      const torch::Tensor& current_logits, Divergence divergence,
-                                      Reduction reduction, const torch::Tensor& mask) {
+namespace {
+Tensor divergence_of(const Tensor& target_logits, const Tensor& current_logits, Divergence divergence,
+                     Reduction reduction, const Tensor& mask, bool reference_only) {
   check_logits(target_logits, "target_logits");
   check_logits(current_logits, "current_logits");
   TORCH_CHECK(target_logits.sizes() == current_logits.sizes(), kDivergenceOp,
@@ -476,24 +493,50 @@ torch::Tensor trust_region_divergence(const torch::Tensor& target_logits,
   };
   const Tensor per_row_or_reduced = DivergenceFunction::apply(
       target_logits.reshape({-1, classes}), current_logits.reshape({-1, classes}),
-      optional(valid_rows), optional(weight), divergence);
+      optional(valid_rows), optional(weight), divergence, reference_only);
   if (reduction != Reduction::kNone) return per_row_or_reduced;
   return per_row_or_reduced.reshape(current_logits.sizes().slice(0, current_logits.dim() - 1));
 }
+}  // namespace
 
-torch::Tensor squared_norm(torch::TensorList params, torch::TensorList grads,
-                           const AscentSpec& spec) {
-  constexpr const char* op = "tram::ops::squared_norm";
+torch::Tensor trust_region_divergence(const torch::Tensor& target_logits, const torch::Tensor& current_logits,
+                                      Divergence divergence, Reduction reduction, const torch::Tensor& mask) {
+  return divergence_of(target_logits, current_logits, divergence, reduction, mask, /*reference_only=*/false);
+}
+
+torch::Tensor reference::trust_region_divergence(const torch::Tensor& target_logits,
+                                                 const torch::Tensor& current_logits, Divergence divergence,
+                                                 Reduction reduction, const torch::Tensor& mask) {
+  return divergence_of(target_logits, current_logits, divergence, reduction, mask, /*reference_only=*/true);
+}
+
+// --- Multi-tensor ops: validation, then the dispatch point, then the reference.
+
+namespace {
+void check_squared_norm(const char* op, torch::TensorList params, torch::TensorList grads, const AscentSpec& spec) {
   check_parallel_lists(op, "params", params, "grads", grads);
   check_spec(op, spec, params.size(), /*needs_coef=*/false);
-  if (params.empty()) return torch::zeros({}, torch::kFloat);
+}
+void check_ascend_with_backup(const char* op, torch::TensorList params, torch::TensorList grads,
+                              torch::TensorList backups, const AscentSpec& spec) {
+  check_parallel_lists(op, "params", params, "grads", grads);
+  check_parallel_lists(op, "params", params, "backups", backups);
+  check_spec(op, spec, params.size(), /*needs_coef=*/true);
+}
+void check_ascend_from(const char* op, torch::TensorList params, torch::TensorList sources, torch::TensorList grads,
+                       const AscentSpec& spec) {
+  check_parallel_lists(op, "params", params, "sources", sources);
+  check_parallel_lists(op, "params", params, "grads", grads);
+  check_spec(op, spec, params.size(), /*needs_coef=*/true);
+}
+}  // namespace
 
+namespace reference {
+
+torch::Tensor squared_norm(torch::TensorList params, torch::TensorList grads, const AscentSpec& spec) {
+  check_squared_norm("tram::ops::reference::squared_norm", params, grads, spec);
+  if (params.empty()) return torch::zeros({}, torch::kFloat);
   torch::NoGradGuard no_grad;
-#ifdef TRAM_WITH_CUDA
-  if (cuda_impl::multi_tensor_supported({params, grads})) {  // dispatch point
-    return cuda_impl::squared_norm(params, grads, spec);
-  }
-#endif
   const bool any_double = std::any_of(params.begin(), params.end(), [](const Tensor& p) {
     return p.scalar_type() == torch::kDouble;
   });
@@ -512,20 +555,12 @@ torch::Tensor squared_norm(torch::TensorList params, torch::TensorList grads,
   return total;
 }
 
-void ascend_with_backup(torch::TensorList params, torch::TensorList grads,
-                        torch::TensorList backups, const AscentSpec& spec) {
-  constexpr const char* op = "tram::ops::ascend_with_backup";
-  check_parallel_lists(op, "params", params, "grads", grads);
-  check_parallel_lists(op, "params", params, "backups", backups);
-  check_spec(op, spec, params.size(), /*needs_coef=*/true);
+void ascend_with_backup(torch::TensorList params, torch::TensorList grads, torch::TensorList backups,
+                        const AscentSpec& spec) {
+  check_ascend_with_backup("tram::ops::reference::ascend_with_backup", params, grads, backups, spec);
   // Parameters are leaves that require grad; like an optimizer step, the
   // ascent is not part of any graph.
   torch::NoGradGuard no_grad;
-#ifdef TRAM_WITH_CUDA
-  if (cuda_impl::multi_tensor_supported({params, grads, backups})) {  // dispatch point
-    return cuda_impl::ascend_with_backup(params, grads, backups, spec);
-  }
-#endif
   copy_exact(backups, params);
   // Reading w from the backup keeps params write-only here.
   ascend_into(params, backups, grads, spec);
@@ -533,17 +568,82 @@ void ascend_with_backup(torch::TensorList params, torch::TensorList grads,
 
 void ascend_from(torch::TensorList params, torch::TensorList sources, torch::TensorList grads,
                  const AscentSpec& spec) {
-  constexpr const char* op = "tram::ops::ascend_from";
-  check_parallel_lists(op, "params", params, "sources", sources);
-  check_parallel_lists(op, "params", params, "grads", grads);
-  check_spec(op, spec, params.size(), /*needs_coef=*/true);
+  check_ascend_from("tram::ops::reference::ascend_from", params, sources, grads, spec);
+  torch::NoGradGuard no_grad;
+  ascend_into(params, sources, grads, spec);
+}
+
+void copy(torch::TensorList dst, torch::TensorList src) {
+  check_parallel_lists("tram::ops::reference::copy", "dst", dst, "src", src);
+  torch::NoGradGuard no_grad;
+  copy_exact(dst, src);
+}
+
+void swap(torch::TensorList a, torch::TensorList b) {
+  check_parallel_lists("tram::ops::reference::swap", "a", a, "b", b);
+  torch::NoGradGuard no_grad;
+  // One temporary at a time: the swap exists to save a parameter copy.
+  for (size_t i = 0; i < a.size(); ++i) {
+    const Tensor a_before = a[i].clone();
+    a[i].copy_(b[i]);
+    b[i].copy_(a_before);
+  }
+}
+
+torch::Tensor squared_distance(torch::TensorList a, torch::TensorList b) {
+  check_parallel_lists("tram::ops::reference::squared_distance", "a", a, "b", b);
+  if (a.empty()) return torch::zeros({}, torch::kDouble);
+  torch::NoGradGuard no_grad;
+  const auto options = a[0].options().dtype(torch::kDouble);
+  Tensor total = torch::zeros({}, options);
+  for (const auto& group : group_by_device_and_dtype(a)) {
+    const std::vector<Tensor> difference =
+        torch::_foreach_sub(to_opmath(pick(a, group)), to_opmath(pick(b, group)));
+    for (const Tensor& d : difference) total += d.to(torch::kDouble).square().sum().to(options);
+  }
+  return total;
+}
+
+}  // namespace reference
+
+torch::Tensor squared_norm(torch::TensorList params, torch::TensorList grads,
+                           const AscentSpec& spec) {
+  check_squared_norm("tram::ops::squared_norm", params, grads, spec);
+  if (params.empty()) return torch::zeros({}, torch::kFloat);
+  torch::NoGradGuard no_grad;
+#ifdef TRAM_WITH_CUDA
+  if (cuda_impl::multi_tensor_supported({params, grads})) {  // dispatch point
+    return cuda_impl::squared_norm(params, grads, spec);
+  }
+#endif
+  if (cpu_impl::supported({params, grads})) return cpu_impl::squared_norm(params, grads, spec);
+  return reference::squared_norm(params, grads, spec);
+}
+
+void ascend_with_backup(torch::TensorList params, torch::TensorList grads,
+                        torch::TensorList backups, const AscentSpec& spec) {
+  check_ascend_with_backup("tram::ops::ascend_with_backup", params, grads, backups, spec);
+  torch::NoGradGuard no_grad;
+#ifdef TRAM_WITH_CUDA
+  if (cuda_impl::multi_tensor_supported({params, grads, backups})) {  // dispatch point
+    return cuda_impl::ascend_with_backup(params, grads, backups, spec);
+  }
+#endif
+  if (cpu_impl::supported({params, grads, backups})) return cpu_impl::ascend_with_backup(params, grads, backups, spec);
+  reference::ascend_with_backup(params, grads, backups, spec);
+}
+
+void ascend_from(torch::TensorList params, torch::TensorList sources, torch::TensorList grads,
+                 const AscentSpec& spec) {
+  check_ascend_from("tram::ops::ascend_from", params, sources, grads, spec);
   torch::NoGradGuard no_grad;
 #ifdef TRAM_WITH_CUDA
   if (cuda_impl::multi_tensor_supported({params, sources, grads})) {  // dispatch point
     return cuda_impl::ascend_from(params, sources, grads, spec);
   }
 #endif
-  ascend_into(params, sources, grads, spec);
+  if (cpu_impl::supported({params, sources, grads})) return cpu_impl::ascend_from(params, sources, grads, spec);
+  reference::ascend_from(params, sources, grads, spec);
 }
 
 void copy(torch::TensorList dst, torch::TensorList src) {
@@ -552,6 +652,7 @@ void copy(torch::TensorList dst, torch::TensorList src) {
 #ifdef TRAM_WITH_CUDA
   if (cuda_impl::multi_tensor_supported({dst, src})) return cuda_impl::copy(dst, src);  // dispatch point
 #endif
+  // ATen's copy is one pass already (vectorised, parallel): no CPU path of its own.
   copy_exact(dst, src);
 }
 
@@ -561,12 +662,17 @@ void swap(torch::TensorList a, torch::TensorList b) {
 #ifdef TRAM_WITH_CUDA
   if (cuda_impl::multi_tensor_supported({a, b})) return cuda_impl::swap(a, b);  // dispatch point
 #endif
-  // One temporary at a time: the swap exists to save a parameter copy.
-  for (size_t i = 0; i < a.size(); ++i) {
-    const Tensor a_before = a[i].clone();
-    a[i].copy_(b[i]);
-    b[i].copy_(a_before);
-  }
+  if (cpu_impl::supported({a, b})) return cpu_impl::swap(a, b);
+  reference::swap(a, b);
+}
+
+torch::Tensor squared_distance(torch::TensorList a, torch::TensorList b) {
+  check_parallel_lists("tram::ops::squared_distance", "a", a, "b", b);
+  if (a.empty()) return torch::zeros({}, torch::kDouble);
+  torch::NoGradGuard no_grad;
+  // No CUDA kernel of its own yet: on a GPU, the reference's foreach ops.
+  if (cpu_impl::supported({a, b})) return cpu_impl::squared_distance(a, b);
+  return reference::squared_distance(a, b);
 }
 
 }  // namespace tram::ops

@@ -1,9 +1,12 @@
 // tram::ops — the fused operations the optimizers are built from.
 //
 // Every operation has an ATen reference implementation that is always built
-// and tested. A CUDA implementation is dispatched to when the inputs live on a
-// CUDA device and tram was built with TRAM_WITH_CUDA; it must match the
-// reference (tests/cuda). The optimizers call these functions only, never a
+// and tested (also callable directly, tram::ops::reference below). A CUDA
+// implementation is dispatched to when the inputs live on a CUDA device and
+// tram was built with TRAM_WITH_CUDA, and contiguous CPU tensors take fused
+// CPU loops (one pass over memory, no temporaries: the multi-tensor ops and
+// the divergence's forward); both must match the reference (tests/cuda,
+// tests/test_ops_cpu.cpp). The optimizers call these functions only, never a
 // particular implementation.
 #pragma once
 
@@ -85,8 +88,8 @@ torch::Tensor squared_norm(torch::TensorList params, torch::TensorList grads,
                            const AscentSpec& spec);
 
 // backups[i] = params[i]; params[i] += coef[i] * direction(params[i], grads[i]).
-// Backups must have the shapes and dtypes of params. (The CUDA version does
-// this in one pass over memory; the reference uses temporaries.)
+// Backups must have the shapes and dtypes of params. (The CUDA and CPU
+// versions do this in one pass over memory; the reference uses temporaries.)
 void ascend_with_backup(torch::TensorList params, torch::TensorList grads,
                         torch::TensorList backups, const AscentSpec& spec);
 
@@ -102,6 +105,31 @@ void copy(torch::TensorList dst, torch::TensorList src);
 
 // Exchange the contents of a[i] and b[i] in place (TRAM-θt-1 memory trick).
 void swap(torch::TensorList a, torch::TensorList b);
+
+// sum over all tensors of ||a[i] - b[i]||^2, each difference taken in fp32
+// (fp64 for fp64 tensors) and the squares summed in fp64, as a 0-dim fp64
+// tensor on the device of the inputs (0 for empty lists): how far the ascent
+// actually moved w (StepReport::perturbation_norm). Paired tensors have one
+// shape, dtype and device.
+torch::Tensor squared_distance(torch::TensorList a, torch::TensorList b);
+
+// The ATen reference of each op above (same contracts), on any device: what
+// the fused CPU loops and the CUDA kernels are tested and benchmarked
+// against. Built from ATen ops (_foreach_ calls, log_softmax) with
+// temporaries.
+namespace reference {
+torch::Tensor trust_region_divergence(const torch::Tensor& target_logits, const torch::Tensor& current_logits,
+                                      Divergence divergence = Divergence::kForward,
+                                      Reduction reduction = Reduction::kMean, const torch::Tensor& mask = {});
+torch::Tensor squared_norm(torch::TensorList params, torch::TensorList grads, const AscentSpec& spec);
+void ascend_with_backup(torch::TensorList params, torch::TensorList grads, torch::TensorList backups,
+                        const AscentSpec& spec);
+void ascend_from(torch::TensorList params, torch::TensorList sources, torch::TensorList grads,
+                 const AscentSpec& spec);
+void copy(torch::TensorList dst, torch::TensorList src);
+void swap(torch::TensorList a, torch::TensorList b);
+torch::Tensor squared_distance(torch::TensorList a, torch::TensorList b);
+}  // namespace reference
 
 // Names of the enums above, as the factory's options spell them
 // ("forward", "mean", "adaptive", ...).
