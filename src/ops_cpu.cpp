@@ -1,4 +1,4 @@
-// Fused CPU implementations of tram::ops (see ops_cpu.h).
+// Fused CPU implementations of the multi-tensor ops (see ops_cpu.h).
 //
 // Compiled with -ffp-contract=off (src/CMakeLists.txt): a fused multiply-add
 // would round once where the reference rounds twice.
@@ -12,7 +12,6 @@
 
 #include <algorithm>
 #include <array>
-#include <limits>
 #include <cmath>
 #include <type_traits>
 #include <utility>
@@ -191,6 +190,16 @@ bool supported(std::initializer_list<torch::TensorList> lists) {
   return true;
 }
 
+bool takes_scaling(Scaling scaling) {
+  return scaling == Scaling::kAdaptive || scaling == Scaling::kReleasedAdaptive || scaling == Scaling::kFisher;
+}
+
+bool takes_swap(torch::TensorList a) {
+  return std::all_of(a.begin(), a.end(), [](const Tensor& t) {
+    return t.scalar_type() == torch::kFloat || t.scalar_type() == torch::kDouble;
+  });
+}
+
 Tensor squared_norm(torch::TensorList params, torch::TensorList grads, const AscentSpec& spec) {
   const std::vector<Block> blocks = blocks_of(params);
   std::vector<double> partials(blocks.size(), 0.0);
@@ -293,162 +302,6 @@ Tensor squared_distance(torch::TensorList a, torch::TensorList b) {
     });
   });
   return scalar_tensor(sum_in_order(partials), torch::kDouble);
-}
-
-namespace {
-
-// KL(p || q) of one row from the scratch: ep = exp(x_p - max_p) with sum
-// sp, and the log-probabilities log p = (x_p - max_p) - log sp. A class with
-// p = 0 contributes 0 (the limit of p log p), also where log q = -inf.
-template <typename T, typename A>
-double row_kl(const T* xp, const A* ep, A max_p, A log_sp, double inverse_sp, const T* xq, A max_q, A log_sq,
-              int64_t classes) {
-  double kl = 0.0;
-  for (int64_t i = 0; i < classes; ++i) {
-    if (ep[i] == A(0)) continue;
-    const A log_p = (widen(xp[i]) - max_p) - log_sp;
-    const A log_q = (widen(xq[i]) - max_q) - log_sq;
-    kl += static_cast<double>(ep[i]) * inverse_sp * static_cast<double>(log_p - log_q);
-  }
-  return kl;
-}
-
-// The row's maximum, exp(x - max) into `e`, and their sum.
-template <typename T, typename A>
-std::pair<A, double> exponentials(const T* x, int64_t classes, A* e) {
-  A max = -std::numeric_limits<A>::infinity();
-  for (int64_t i = 0; i < classes; ++i) max = std::max(max, widen(x[i]));
-  double sum = 0.0;
-  for (int64_t i = 0; i < classes; ++i) {
-    e[i] = std::exp(widen(x[i]) - max);
-    sum += static_cast<double>(e[i]);
-  }
-  return {max, sum};
-}
-
-}  // namespace
-
-bool divergence_supported(const Tensor& target_rows, const Tensor& current_rows, const Tensor& valid_rows) {
-  const auto type = target_rows.scalar_type();
-  const bool floating =
-      type == torch::kFloat || type == torch::kDouble || type == torch::kHalf || type == torch::kBFloat16;
-  const bool logits_ok = floating && current_rows.scalar_type() == type && target_rows.device().is_cpu() &&
-                         current_rows.device().is_cpu() && target_rows.dim() == 2 &&
-                         target_rows.is_contiguous() && current_rows.is_contiguous();
-  if (!logits_ok || !valid_rows.defined()) return logits_ok;
-  return valid_rows.device().is_cpu() && valid_rows.scalar_type() == torch::kBool && valid_rows.dim() == 1 &&
-         valid_rows.is_contiguous() && valid_rows.size(0) == target_rows.size(0);
-}
-
-RowKl divergence_rows_forward(const Tensor& target_rows, const Tensor& current_rows, const Tensor& valid_rows,
-                              bool forward, bool reverse) {
-  const int64_t rows = target_rows.size(0), classes = target_rows.size(1);
-  const auto out_type = target_rows.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat;
-  RowKl out;
-  if (forward) out.forward_kl = torch::empty({rows}, torch::TensorOptions().dtype(out_type));
-  if (reverse) out.reverse_kl = torch::empty({rows}, torch::TensorOptions().dtype(out_type));
-  const bool* valid = valid_rows.defined() ? valid_rows.const_data_ptr<bool>() : nullptr;
-  with_type(target_rows.scalar_type(), [&](auto type) {
-    using T = decltype(type);
-    using A = opmath_t<T>;
-    const T* target = target_rows.const_data_ptr<T>();
-    const T* current = current_rows.const_data_ptr<T>();
-    A* forward_out = forward ? out.forward_kl.data_ptr<A>() : nullptr;
-    A* reverse_out = reverse ? out.reverse_kl.data_ptr<A>() : nullptr;
-    // Rows of at least ~16K elements a task: a row's work is a few passes
-    // over it in cache.
-    const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 14) / std::max<int64_t>(classes, 1));
-    at::parallel_for(0, rows, grain, [&](int64_t first, int64_t last) {
-      std::vector<A> scratch(static_cast<size_t>(2 * classes));
-      A* et = scratch.data();
-      A* ec = scratch.data() + classes;
-      for (int64_t r = first; r < last; ++r) {
-        if (valid != nullptr && !valid[r]) {
-          if (forward_out != nullptr) forward_out[r] = A(0);
-          if (reverse_out != nullptr) reverse_out[r] = A(0);
-          continue;
-        }
-        const T* t = target + r * classes;
-        const T* c = current + r * classes;
-        const auto [max_t, sum_t] = exponentials(t, classes, et);
-        const auto [max_c, sum_c] = exponentials(c, classes, ec);
-        const A log_st = static_cast<A>(std::log(sum_t)), log_sc = static_cast<A>(std::log(sum_c));
-        if (forward_out != nullptr) {
-          forward_out[r] = static_cast<A>(row_kl(t, et, max_t, log_st, 1.0 / sum_t, c, max_c, log_sc, classes));
-        }
-        if (reverse_out != nullptr) {
-          reverse_out[r] = static_cast<A>(row_kl(c, ec, max_c, log_sc, 1.0 / sum_c, t, max_t, log_st, classes));
-        }
-      }
-    });
-  });
-  return out;
-}
-
-std::pair<Tensor, Tensor> divergence_rows_backward(const Tensor& target_rows, const Tensor& current_rows,
-                                                   const Tensor& valid_rows, const RowKl& rows,
-                                                   const Tensor& row_grads, bool need_target_grad,
-                                                   bool need_current_grad) {
-  const int64_t count = target_rows.size(0), classes = target_rows.size(1);
-  const auto type = target_rows.scalar_type();
-  const auto accumulation = type == torch::kDouble ? torch::kDouble : torch::kFloat;
-  Tensor target_grad = need_target_grad ? torch::empty_like(target_rows) : Tensor();
-  Tensor current_grad = need_current_grad ? torch::empty_like(current_rows) : Tensor();
-  if (!need_target_grad && !need_current_grad) return {target_grad, current_grad};
-  // The reductions hand in an expanded (stride-0) gradient: materialise it.
-  const Tensor weights = row_grads.to(accumulation).contiguous();
-  const Tensor forward_kl = rows.forward_kl.defined() ? rows.forward_kl.to(accumulation).contiguous() : Tensor();
-  const Tensor reverse_kl = rows.reverse_kl.defined() ? rows.reverse_kl.to(accumulation).contiguous() : Tensor();
-  const bool* valid = valid_rows.defined() ? valid_rows.const_data_ptr<bool>() : nullptr;
-  with_type(type, [&](auto element) {
-    using T = decltype(element);
-    using A = opmath_t<T>;
-    const T* target = target_rows.const_data_ptr<T>();
-    const T* current = current_rows.const_data_ptr<T>();
-    T* target_out = need_target_grad ? target_grad.data_ptr<T>() : nullptr;
-    T* current_out = need_current_grad ? current_grad.data_ptr<T>() : nullptr;
-    const A* weight = weights.const_data_ptr<A>();
-    const A* forward = forward_kl.defined() ? forward_kl.const_data_ptr<A>() : nullptr;
-    const A* reverse = reverse_kl.defined() ? reverse_kl.const_data_ptr<A>() : nullptr;
-    const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 14) / std::max<int64_t>(classes, 1));
-    at::parallel_for(0, count, grain, [&](int64_t first, int64_t last) {
-      std::vector<A> scratch(static_cast<size_t>(2 * classes));
-      A* et = scratch.data();
-      A* ec = scratch.data() + classes;
-      for (int64_t r = first; r < last; ++r) {
-        T* gt_row = target_out != nullptr ? target_out + r * classes : nullptr;
-        T* gc_row = current_out != nullptr ? current_out + r * classes : nullptr;
-        if (valid != nullptr && !valid[r]) {
-          if (gt_row != nullptr) std::fill(gt_row, gt_row + classes, static_cast<T>(0.0f));
-          if (gc_row != nullptr) std::fill(gc_row, gc_row + classes, static_cast<T>(0.0f));
-          continue;
-        }
-        const T* t = target + r * classes;
-        const T* c = current + r * classes;
-        const auto [max_t, sum_t] = exponentials(t, classes, et);
-        const auto [max_c, sum_c] = exponentials(c, classes, ec);
-        const A log_st = static_cast<A>(std::log(sum_t)), log_sc = static_cast<A>(std::log(sum_c));
-        const A inverse_st = static_cast<A>(1.0 / sum_t), inverse_sc = static_cast<A>(1.0 / sum_c);
-        const A w = weight[r];
-        for (int64_t i = 0; i < classes; ++i) {
-          const A pt = et[i] * inverse_st, pc = ec[i] * inverse_sc;
-          const A lt = (widen(t[i]) - max_t) - log_st, lc = (widen(c[i]) - max_c) - log_sc;
-          A gt = A(0), gc = A(0);
-          if (forward != nullptr) {  // KL(p_t || p_c)
-            gt += pt == A(0) ? A(0) : pt * ((lt - lc) - forward[r]);
-            gc += pc - pt;
-          }
-          if (reverse != nullptr) {  // KL(p_c || p_t)
-            gc += pc == A(0) ? A(0) : pc * ((lc - lt) - reverse[r]);
-            gt += pt - pc;
-          }
-          if (gt_row != nullptr) gt_row[i] = static_cast<T>(gt * w);
-          if (gc_row != nullptr) gc_row[i] = static_cast<T>(gc * w);
-        }
-      }
-    });
-  });
-  return {target_grad, current_grad};
 }
 
 }  // namespace tram::ops::cpu_impl

@@ -1,5 +1,5 @@
-// Fused CPU implementations of tram::ops (include/tram/ops.h): the
-// multi-tensor ops and the divergence's forward. Private to the library.
+// Fused CPU implementations of the multi-tensor ops (include/tram/ops.h).
+// Private to the library and its tests.
 //
 // The ATen reference builds each op from _foreach_ calls, each a pass over
 // memory with parameter-sized temporaries (the ascent with backup reads and
@@ -29,6 +29,18 @@ namespace tram::ops::cpu_impl {
 // non-empty. Anything else takes the reference for the whole call.
 bool supported(std::initializer_list<torch::TensorList> lists);
 
+// The scalings whose ascent and norm the loops take. The identity ones
+// (SAM's g, the released code's 1) are one ATen kernel per tensor already,
+// vectorised for the CPU's full width at run time, and measured faster than
+// these loops (compiled for the baseline instruction set); the adaptive and
+// Fisher ones cost the reference 3-5 passes with temporaries, and the loops
+// measured 1.6-2.6x faster (bench/RESULTS.md, CPU kernels).
+bool takes_scaling(Scaling scaling);
+// The dtypes the swap loop takes: fp32/fp64 (measured 1.4x faster than the
+// reference); a half-precision element swap does not vectorise here and was
+// 3.5x slower.
+bool takes_swap(torch::TensorList a);
+
 torch::Tensor squared_norm(torch::TensorList params, torch::TensorList grads, const AscentSpec& spec);
 void ascend_with_backup(torch::TensorList params, torch::TensorList grads, torch::TensorList backups,
                         const AscentSpec& spec);
@@ -36,37 +48,5 @@ void ascend_from(torch::TensorList params, torch::TensorList sources, torch::Ten
                  const AscentSpec& spec);
 void swap(torch::TensorList a, torch::TensorList b);
 torch::Tensor squared_distance(torch::TensorList a, torch::TensorList b);
-
-// The divergence's per-row KLs (docs/ALGORITHMS.md §5) in one read of each
-// logits row: its maximum, then exp(x - max) into a row-sized scratch and
-// their sum, then the KL terms from the scratch (the row is in cache by
-// then). Sums in fp64; exp and the terms in the accumulation type.
-//
-// Both logit tensors [rows, classes] on the CPU, contiguous, of one dtype
-// (fp32/fp64/fp16/bf16); the valid rows, if any, a contiguous [rows] bool
-// tensor on the CPU. Mixed dtypes take the reference.
-bool divergence_supported(const torch::Tensor& target_rows, const torch::Tensor& current_rows,
-                          const torch::Tensor& valid_rows);
-
-struct RowKl {
-  torch::Tensor forward_kl;  // [rows] KL(p_target || p_current), when asked for
-  torch::Tensor reverse_kl;  // [rows] KL(p_current || p_target), when asked for
-};
-
-// fp32 results (fp64 for fp64 logits); rows that are not valid are 0.
-RowKl divergence_rows_forward(const torch::Tensor& target_rows, const torch::Tensor& current_rows,
-                              const torch::Tensor& valid_rows, bool forward, bool reverse);
-
-// The gradients of the logits (in their dtype; undefined where not needed)
-// given dLoss/dD per row, from the forward's rows (the divergences that are
-// defined in `rows` are the ones differentiated): the closed forms of the
-// reference's backward, dKL(p||q)/dz_p = p ((log p - log q) - KL) (0 where
-// p = 0) and dKL(p||q)/dz_q = q - p, with the row statistics recomputed in
-// one read of each row. Rows that are not valid get 0.
-std::pair<torch::Tensor, torch::Tensor> divergence_rows_backward(const torch::Tensor& target_rows,
-                                                                 const torch::Tensor& current_rows,
-                                                                 const torch::Tensor& valid_rows, const RowKl& rows,
-                                                                 const torch::Tensor& row_grads, bool need_target_grad,
-                                                                 bool need_current_grad);
 
 }  // namespace tram::ops::cpu_impl

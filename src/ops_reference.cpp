@@ -5,7 +5,8 @@
 // ops, temporaries where they keep the formulas readable. Each op validates
 // its arguments here and then has one "dispatch point": with TRAM_WITH_CUDA,
 // arguments the CUDA kernels take (src/ops_cuda.h says which) go there; CPU
-// arguments the fused loops take (src/ops_cpu.h) go to those; the rest runs
+// arguments the fused loops take where they measured faster (src/ops_cpu.h)
+// go to those; the rest runs
 // the reference (tram::ops::reference, which tests and benchmarks also call
 // directly).
 #include <tram/ops.h>
@@ -152,17 +153,10 @@ RowDivergences divergence_rows_forward(const Tensor& target_rows, const Tensor& 
     return {rows.forward_kl, rows.reverse_kl, rows.statistics};
   }
 #endif
-  if (cpu_impl::divergence_supported(target_rows, current_rows, valid_rows)) {
-    // No statistics: the backward (the regularizers') recomputes them with the reference.
-    cpu_impl::RowKl rows = cpu_impl::divergence_rows_forward(
-        target_rows, current_rows, valid_rows, uses_forward_kl(divergence), uses_reverse_kl(divergence));
-    return {rows.forward_kl, rows.reverse_kl, Tensor()};
-  }
   return reference_divergence_rows_forward(target_rows, current_rows, valid_rows, divergence);
 }
 
 // Dispatch point. The gradients that are not needed may be left undefined.
-// The CPU loops differentiate what the forward computed, on any forward's rows.
 std::pair<Tensor, Tensor> divergence_rows_backward(const Tensor& target_rows,
                                                    const Tensor& current_rows,
                                                    const Tensor& valid_rows,
@@ -176,11 +170,9 @@ std::pair<Tensor, Tensor> divergence_rows_backward(const Tensor& target_rows,
         row_grads, need_target_grad, need_current_grad);
   }
 #endif
-  if (!reference_only && cpu_impl::divergence_supported(target_rows, current_rows, valid_rows)) {
-    return cpu_impl::divergence_rows_backward(target_rows, current_rows, valid_rows,
-                                              {rows.forward_kl, rows.reverse_kl}, row_grads, need_target_grad,
-                                              need_current_grad);
-  }
+  (void)need_target_grad;
+  (void)need_current_grad;
+  (void)reference_only;  // the reference forward leaves no statistics: the reference backward
   return reference_divergence_rows_backward(target_rows, current_rows, valid_rows, rows, row_grads);
 }
 
@@ -616,7 +608,9 @@ torch::Tensor squared_norm(torch::TensorList params, torch::TensorList grads,
     return cuda_impl::squared_norm(params, grads, spec);
   }
 #endif
-  if (cpu_impl::supported({params, grads})) return cpu_impl::squared_norm(params, grads, spec);
+  if (cpu_impl::takes_scaling(spec.scaling) && cpu_impl::supported({params, grads})) {
+    return cpu_impl::squared_norm(params, grads, spec);
+  }
   return reference::squared_norm(params, grads, spec);
 }
 
@@ -629,7 +623,9 @@ void ascend_with_backup(torch::TensorList params, torch::TensorList grads,
     return cuda_impl::ascend_with_backup(params, grads, backups, spec);
   }
 #endif
-  if (cpu_impl::supported({params, grads, backups})) return cpu_impl::ascend_with_backup(params, grads, backups, spec);
+  if (cpu_impl::takes_scaling(spec.scaling) && cpu_impl::supported({params, grads, backups})) {
+    return cpu_impl::ascend_with_backup(params, grads, backups, spec);
+  }
   reference::ascend_with_backup(params, grads, backups, spec);
 }
 
@@ -642,7 +638,9 @@ void ascend_from(torch::TensorList params, torch::TensorList sources, torch::Ten
     return cuda_impl::ascend_from(params, sources, grads, spec);
   }
 #endif
-  if (cpu_impl::supported({params, sources, grads})) return cpu_impl::ascend_from(params, sources, grads, spec);
+  if (cpu_impl::takes_scaling(spec.scaling) && cpu_impl::supported({params, sources, grads})) {
+    return cpu_impl::ascend_from(params, sources, grads, spec);
+  }
   reference::ascend_from(params, sources, grads, spec);
 }
 
@@ -662,7 +660,7 @@ void swap(torch::TensorList a, torch::TensorList b) {
 #ifdef TRAM_WITH_CUDA
   if (cuda_impl::multi_tensor_supported({a, b})) return cuda_impl::swap(a, b);  // dispatch point
 #endif
-  if (cpu_impl::supported({a, b})) return cpu_impl::swap(a, b);
+  if (cpu_impl::takes_swap(a) && cpu_impl::supported({a, b})) return cpu_impl::swap(a, b);
   reference::swap(a, b);
 }
 

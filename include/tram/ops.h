@@ -4,9 +4,9 @@
 // and tested (also callable directly, tram::ops::reference below). A CUDA
 // implementation is dispatched to when the inputs live on a CUDA device and
 // tram was built with TRAM_WITH_CUDA, and contiguous CPU tensors take fused
-// CPU loops (one pass over memory, no temporaries: the multi-tensor ops and
-// the divergence's forward); both must match the reference (tests/cuda,
-// tests/test_ops_cpu.cpp). The optimizers call these functions only, never a
+// CPU loops (one pass over memory, no temporaries) for the multi-tensor ops
+// where those measured faster than the reference (src/ops_cpu.h); both must
+// match the reference (tests/cuda, tests/test_ops_cpu.cpp). The optimizers call these functions only, never a
 // particular implementation.
 #pragma once
 
