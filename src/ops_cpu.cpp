@@ -190,7 +190,7 @@ bool supported(std::initializer_list<torch::TensorList> lists) {
   return true;
 }
 
-bool takes_scaling(Scaling scaling) {
+bool takes_norm_scaling(Scaling scaling) {
   return scaling == Scaling::kAdaptive || scaling == Scaling::kReleasedAdaptive || scaling == Scaling::kFisher;
 }
 

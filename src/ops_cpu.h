@@ -29,13 +29,14 @@ namespace tram::ops::cpu_impl {
 // non-empty. Anything else takes the reference for the whole call.
 bool supported(std::initializer_list<torch::TensorList> lists);
 
-// The scalings whose ascent and norm the loops take. The identity ones
-// (SAM's g, the released code's 1) are one ATen kernel per tensor already,
-// vectorised for the CPU's full width at run time, and measured faster than
-// these loops (compiled for the baseline instruction set); the adaptive and
-// Fisher ones cost the reference 3-5 passes with temporaries, and the loops
-// measured 1.6-2.6x faster (bench/RESULTS.md, CPU kernels).
-bool takes_scaling(Scaling scaling);
+// The scalings whose squared norm the loop takes. The identity ones (SAM's
+// g, the released code's) are one ATen reduction per tensor, vectorised for
+// the CPU's full width at run time, and measured faster than this loop
+// (compiled for the baseline instruction set); the adaptive and Fisher ones
+// cost the reference passes with temporaries, and the loop measured 1.3x
+// faster (bench/RESULTS.md, CPU kernels). The ascents take every scaling:
+// the reference's temporaries cost more than the loop's narrower vectors.
+bool takes_norm_scaling(Scaling scaling);
 // The dtypes the swap loop takes: fp32/fp64 (measured 1.4x faster than the
 // reference); a half-precision element swap does not vectorise here and was
 // 3.5x slower.

@@ -608,7 +608,7 @@ torch::Tensor squared_norm(torch::TensorList params, torch::TensorList grads,
     return cuda_impl::squared_norm(params, grads, spec);
   }
 #endif
-  if (cpu_impl::takes_scaling(spec.scaling) && cpu_impl::supported({params, grads})) {
+  if (cpu_impl::takes_norm_scaling(spec.scaling) && cpu_impl::supported({params, grads})) {
     return cpu_impl::squared_norm(params, grads, spec);
   }
   return reference::squared_norm(params, grads, spec);
@@ -623,7 +623,7 @@ void ascend_with_backup(torch::TensorList params, torch::TensorList grads,
     return cuda_impl::ascend_with_backup(params, grads, backups, spec);
   }
 #endif
-  if (cpu_impl::takes_scaling(spec.scaling) && cpu_impl::supported({params, grads, backups})) {
+  if (cpu_impl::supported({params, grads, backups})) {
     return cpu_impl::ascend_with_backup(params, grads, backups, spec);
   }
   reference::ascend_with_backup(params, grads, backups, spec);
@@ -638,7 +638,7 @@ void ascend_from(torch::TensorList params, torch::TensorList sources, torch::Ten
     return cuda_impl::ascend_from(params, sources, grads, spec);
   }
 #endif
-  if (cpu_impl::takes_scaling(spec.scaling) && cpu_impl::supported({params, sources, grads})) {
+  if (cpu_impl::supported({params, sources, grads})) {
     return cpu_impl::ascend_from(params, sources, grads, spec);
   }
   reference::ascend_from(params, sources, grads, spec);

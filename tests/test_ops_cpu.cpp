@@ -3,7 +3,7 @@
 // reductions to their accumulation's rounding, in fp32/fp64/fp16/bf16, on
 // sizes that cross the loops' block boundaries (16384 elements), with empty
 // tensors and empty lists, and the inputs the loops do not take (strided
-// views; the identity scalings, which the reference runs) still right.
+// views; the identity norms, which the reference runs) still right.
 #include <tram/ops.h>
 
 #include <ATen/Parallel.h>
