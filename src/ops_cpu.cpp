@@ -200,23 +200,37 @@ bool takes_swap(torch::TensorList a) {
   });
 }
 
+namespace {
+// body(block index, block, scaling, T{}, eta, coef) for every block of
+// `blocks` (of `params`), with the scaling and the element type as
+// compile-time constants and the block's tensor's eta and coef in its
+// accumulation type (0 where the spec leaves them out).
+template <typename Body>
+void for_each_ascent_block(torch::TensorList params, const std::vector<Block>& blocks, const AscentSpec& spec,
+                           const Body& body) {
+  with_scaling(spec.scaling, [&](auto scaling) {
+    for_each_block(blocks, [&](size_t b, const Block& block) {
+      with_type(params[block.tensor].scalar_type(), [&](auto type) {
+        using A = opmath_t<decltype(type)>;
+        const size_t k = block.tensor;
+        const A eta = static_cast<A>(spec.eta.empty() ? 0.0 : spec.eta[k]);
+        const A coef = static_cast<A>(spec.coef.empty() ? 0.0 : spec.coef[k]);
+        body(b, block, scaling, type, eta, coef);
+      });
+    });
+  });
+}
+}  // namespace
+
 Tensor squared_norm(torch::TensorList params, torch::TensorList grads, const AscentSpec& spec) {
   const std::vector<Block> blocks = blocks_of(params);
   std::vector<double> partials(blocks.size(), 0.0);
-  const bool uses_eta = !spec.eta.empty();
-  with_scaling(spec.scaling, [&](auto scaling) {
-    for_each_block(blocks, [&](size_t b, const Block& block) {
-      const double eta = uses_eta ? spec.eta[block.tensor] : 0.0;
-      with_type(params[block.tensor].scalar_type(), [&](auto type) {
-        using T = decltype(type);
-        using A = opmath_t<T>;
-        const T* w = params[block.tensor].const_data_ptr<T>();
-        const T* g = grads[block.tensor].const_data_ptr<T>();
-        const A eta_a = static_cast<A>(eta);
-        partials[b] = sum_of_squares(block.begin, block.end, [&](int64_t i) {
-          return norm_term<decltype(scaling)::value>(widen(w[i]), widen(g[i]), eta_a);
-        });
-      });
+  for_each_ascent_block(params, blocks, spec, [&](size_t b, const Block& block, auto scaling, auto type, auto eta, auto) {
+    using T = decltype(type);
+    const T* w = params[block.tensor].const_data_ptr<T>();
+    const T* g = grads[block.tensor].const_data_ptr<T>();
+    partials[b] = sum_of_squares(block.begin, block.end, [&](int64_t i) {
+      return norm_term<decltype(scaling)::value>(widen(w[i]), widen(g[i]), eta);
     });
   });
   bool any_double = false;
@@ -226,25 +240,17 @@ Tensor squared_norm(torch::TensorList params, torch::TensorList grads, const Asc
 
 void ascend_with_backup(torch::TensorList params, torch::TensorList grads, torch::TensorList backups,
                         const AscentSpec& spec) {
-  const std::vector<Block> blocks = blocks_of(params);
-  const bool uses_eta = !spec.eta.empty();
-  with_scaling(spec.scaling, [&](auto scaling) {
-    for_each_block(blocks, [&](size_t, const Block& block) {
-      const size_t k = block.tensor;
-      with_type(params[k].scalar_type(), [&](auto type) {
-        using T = decltype(type);
-        using A = opmath_t<T>;
-        T* w = params[k].data_ptr<T>();
-        const T* g = grads[k].const_data_ptr<T>();
-        T* backup = backups[k].data_ptr<T>();
-        const A eta = static_cast<A>(uses_eta ? spec.eta[k] : 0.0), coef = static_cast<A>(spec.coef[k]);
-        for (int64_t i = block.begin; i < block.end; ++i) {
-          const T before = w[i];
-          backup[i] = before;
-          w[i] = static_cast<T>(ascended<decltype(scaling)::value>(widen(before), widen(g[i]), eta, coef));
-        }
-      });
-    });
+  for_each_ascent_block(params, blocks_of(params), spec,
+                        [&](size_t, const Block& block, auto scaling, auto type, auto eta, auto coef) {
+    using T = decltype(type);
+    T* w = params[block.tensor].data_ptr<T>();
+    const T* g = grads[block.tensor].const_data_ptr<T>();
+    T* backup = backups[block.tensor].data_ptr<T>();
+    for (int64_t i = block.begin; i < block.end; ++i) {
+      const T before = w[i];
+      backup[i] = before;
+      w[i] = static_cast<T>(ascended<decltype(scaling)::value>(widen(before), widen(g[i]), eta, coef));
+    }
   });
   mark_modified(params);
   mark_modified(backups);
@@ -252,24 +258,16 @@ void ascend_with_backup(torch::TensorList params, torch::TensorList grads, torch
 
 void ascend_from(torch::TensorList params, torch::TensorList sources, torch::TensorList grads,
                  const AscentSpec& spec) {
-  const std::vector<Block> blocks = blocks_of(params);
-  const bool uses_eta = !spec.eta.empty();
-  with_scaling(spec.scaling, [&](auto scaling) {
-    for_each_block(blocks, [&](size_t, const Block& block) {
-      const size_t k = block.tensor;
-      with_type(params[k].scalar_type(), [&](auto type) {
-        using T = decltype(type);
-        using A = opmath_t<T>;
-        // `params` may alias `sources`: each element is read before it is written.
-        T* w = params[k].data_ptr<T>();
-        const T* source = sources[k].const_data_ptr<T>();
-        const T* g = grads[k].const_data_ptr<T>();
-        const A eta = static_cast<A>(uses_eta ? spec.eta[k] : 0.0), coef = static_cast<A>(spec.coef[k]);
-        for (int64_t i = block.begin; i < block.end; ++i) {
-          w[i] = static_cast<T>(ascended<decltype(scaling)::value>(widen(source[i]), widen(g[i]), eta, coef));
-        }
-      });
-    });
+  for_each_ascent_block(params, blocks_of(params), spec,
+                        [&](size_t, const Block& block, auto scaling, auto type, auto eta, auto coef) {
+    using T = decltype(type);
+    // `params` may alias `sources`: each element is read before it is written.
+    T* w = params[block.tensor].data_ptr<T>();
+    const T* source = sources[block.tensor].const_data_ptr<T>();
+    const T* g = grads[block.tensor].const_data_ptr<T>();
+    for (int64_t i = block.begin; i < block.end; ++i) {
+      w[i] = static_cast<T>(ascended<decltype(scaling)::value>(widen(source[i]), widen(g[i]), eta, coef));
+    }
   });
   mark_modified(params);
 }
